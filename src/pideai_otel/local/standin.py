@@ -4,8 +4,9 @@ It follows the contract in docs/design (betterstack-contract.md): one server hos
 "sources", the bearer token picks the source, 200 `{}` / 401 / 413 / 400 as Better Stack answers,
 plus loopback-only control hooks for tests (faults, stats, health) and a read-only `/query`.
 
-Decoding and inserting run on one writer thread, so the event loop stays free and SQLite sees a
-single writer; each accepted request is one committed transaction before the 200 goes out.
+Decoding runs on worker threads and inserting on one writer thread, so the event loop stays free
+and SQLite sees a single writer; each accepted request is one committed transaction before the 200
+goes out, and nothing from a rejected request is stored.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -141,6 +143,7 @@ class StandIn:
         self.fault: Fault | None = None
         self._writer: store.Writer | None = None
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="standin-writer")
+        self._decode_pool = ThreadPoolExecutor(2, thread_name_prefix="standin-decoder")
         self._read_pool = ThreadPoolExecutor(2, thread_name_prefix="standin-reader")
         self.app = Starlette(
             routes=[
@@ -162,6 +165,7 @@ class StandIn:
             writer, self._writer = self._writer, None
             await self._write(writer.close)
             self._write_pool.shutdown(wait=True)
+            self._decode_pool.shutdown(wait=False, cancel_futures=True)
             self._read_pool.shutdown(wait=False, cancel_futures=True)
 
     async def _write(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -209,45 +213,34 @@ class StandIn:
                 return await answer(413, self._too_large_body(), size)
             chunks.append(chunk)
         body = b"".join(chunks)
+        loop = asyncio.get_running_loop()
+        try:
+            rows = await loop.run_in_executor(
+                self._decode_pool, self._decode, signal_name, body, content_type, encoding, source, received_ns
+            )
+        except store.TooLarge as exc:
+            return await answer(413, {"message": f"Payload Too Large: {exc}"}, len(body))
+        except store.DecodeError as exc:
+            status = 415 if str(exc).startswith("unsupported Content-Type") else 400
+            return await answer(status, {"message": str(exc)}, len(body))
         assert self._writer is not None
-        status, message = await self._write(
-            self._decode_and_store, self._writer, signal_name, body, source, path, content_type, encoding, received_ns
-        )
-        if status == 200:
-            return JSONResponse({})
-        return JSONResponse({"message": message}, status_code=status)
+        row = store.request_row(source, path, 200, content_type, encoding, len(body), received_ns, len(rows))
+        try:
+            await self._write(self._writer.store, signal_name, rows, row)
+        except sqlite3.Error as exc:
+            # Nothing was stored (the transaction rolled back): a retryable answer, so no data is lost.
+            return await answer(503, {"message": f"storage error: {exc}"}, len(body))
+        return JSONResponse({})
 
     def _too_large_body(self) -> dict[str, Any]:
         return {"message": f"Payload Too Large: the limit is {self.max_body_bytes} bytes per request"}
 
-    def _decode_and_store(
-        self,
-        writer: store.Writer,
-        signal_name: str,
-        body: bytes,
-        source: str,
-        path: str,
-        content_type: str,
-        encoding: str,
-        received_ns: int,
-    ) -> tuple[int, str]:
-        """Runs on the writer thread: inflate, decode, insert, commit. Returns (status, message)."""
-        try:
-            raw = store.inflate(body, encoding, self.max_inflated_bytes)
-            rows = store.decode_rows(signal_name, raw, content_type, source, received_ns)
-        except store.TooLarge as exc:
-            status, message = 413, f"Payload Too Large: {exc}"
-        except store.DecodeError as exc:
-            status = 415 if str(exc).startswith("unsupported Content-Type") else 400
-            message = str(exc)
-        else:
-            row = store.request_row(source, path, 200, content_type, encoding, len(body), received_ns, len(rows))
-            writer.store(signal_name, rows, row)
-            return 200, ""
-        writer.record_request(
-            store.request_row(source, path, status, content_type, encoding, len(body), received_ns, error=message)
-        )
-        return status, message
+    def _decode(
+        self, signal_name: str, body: bytes, content_type: str, encoding: str, source: str, received_ns: int
+    ) -> list[tuple]:
+        """Runs on a decode thread (SQLite releases the GIL, so decoding overlaps the writer)."""
+        raw = store.inflate(body, encoding, self.max_inflated_bytes)
+        return store.decode_rows(signal_name, raw, content_type, source, received_ns)
 
     def _source_for(self, authorization: str | None) -> str | None:
         if not authorization:

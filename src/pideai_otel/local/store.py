@@ -51,7 +51,6 @@ CREATE TABLE IF NOT EXISTS spans (
 );
 CREATE INDEX IF NOT EXISTS spans_trace ON spans(trace_id);
 CREATE INDEX IF NOT EXISTS spans_start ON spans(start_ns);
-CREATE INDEX IF NOT EXISTS spans_store ON spans(store_id, start_ns);
 CREATE TABLE IF NOT EXISTS logs (
     source TEXT NOT NULL, trace_id TEXT, span_id TEXT, time_ns INTEGER, observed_ns INTEGER,
     severity_number INTEGER, severity_text TEXT, body TEXT, service TEXT, store_id TEXT,
@@ -60,7 +59,6 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE INDEX IF NOT EXISTS logs_trace ON logs(trace_id);
 CREATE INDEX IF NOT EXISTS logs_time ON logs(time_ns);
-CREATE INDEX IF NOT EXISTS logs_store ON logs(store_id, time_ns);
 CREATE TABLE IF NOT EXISTS metrics (
     source TEXT NOT NULL, name TEXT, kind TEXT, unit TEXT, service TEXT, time_ns INTEGER,
     value REAL, attributes TEXT, resource TEXT, received_ns INTEGER NOT NULL
@@ -227,8 +225,8 @@ def attributes_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
     return result
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+# Built once: json.dumps with non-default options constructs a new encoder on every call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 def _hex_id(raw: bytes) -> str | None:
