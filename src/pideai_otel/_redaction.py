@@ -1,0 +1,239 @@
+"""Redaction: one policy object, applied in the export pipeline (never on the caller's thread).
+
+`RedactionPolicy` finds secrets and personal data in span names, attributes, events, status
+descriptions, log bodies and log attributes, and replaces each with a marker that says why
+(`[REDACTED:email]`), so a reader of the data knows something was removed. `NO_REDACTION` is its
+no-op twin. The exporter wrappers at the bottom apply a policy to each batch before it is sent.
+The collector applies a second, independent layer (otel-collector.yaml).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry._logs import LogRecord
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Status
+
+__all__ = ["RedactionPolicy", "NO_REDACTION", "RedactingSpanExporter", "RedactingLogExporter"]
+
+DEFAULT_SECRET_PARAMS = frozenset(
+    {"key", "api_key", "apikey", "token", "access_token", "refresh_token", "id_token", "sig",
+     "signature", "password", "passwd", "secret", "client_secret", "code", "auth", "session"}
+)
+# Attribute names whose whole value is a credential, matched case-insensitively as substrings.
+DEFAULT_CREDENTIAL_KEYS = (
+    "authorization", "cookie", "api-key", "api_key", "apikey", "x-goog-api-key", "password",
+    "secret", "access_token", "refresh_token", "client_secret",
+)
+# Keys never inspected: ids and numbers that would otherwise look like phones or card numbers.
+DEFAULT_SAFE_KEYS = frozenset(
+    {"store_id", "user_id", "order_id", "session_id", "request_id", "tenant_plan", "trace_id",
+     "span_id", "http.status_code", "http.response.status_code", "server.port", "net.peer.port",
+     "messaging.message.id", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
+     "code.line.number", "code.lineno", "thread.id", "process.pid", "sentry.event_id", "sentry.issue_id"}
+)
+# Keys whose digits-only values are phone numbers (WhatsApp wa_id, recipients).
+_PHONE_KEY = re.compile(r"phone|msisdn|wa_id|recipient|(^|[._])to$|mobile", re.IGNORECASE)
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+(?::[^/\s@]*)?@")
+_BEARER = re.compile(r"\b(?P<scheme>Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+# International: +country then 7-14 more digits with optional separators. Local: groups of digits
+# joined by separators, optionally with an area code in parentheses (0414-555-1234, (212) 555 1234).
+_PHONE = re.compile(
+    r"(?<![\w.+])(?:\+\d{1,3}[\s.-]?(?:\(?\d{1,4}\)?[\s.-]?)?\d{2,4}[\s.-]?\d{2,4}(?:[\s.-]?\d{2,4})?"
+    r"|(?:\(\d{2,4}\)\s?|\d{3,4}[\s.-])\d{3,4}[\s.-]\d{2,4}(?:[\s.-]\d{2,4})?)(?![\w.])"
+)
+_DIGITS_PHONE = re.compile(r"^\+?\d{8,15}$")
+_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def _redact_card(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    return "[REDACTED:card]" if 13 <= len(digits) <= 19 and _luhn_ok(digits) else match.group(0)
+
+
+@dataclass(frozen=True)
+class RedactionPolicy:
+    """What to remove before telemetry leaves the process.
+
+    `secret_params`: URL query parameters whose values are secrets (extended, not replaced, by
+    `extra_secret_params`). `credential_keys`: attribute-name fragments whose whole value is a
+    credential. `safe_keys`: attributes never inspected. The flags switch whole detectors.
+    """
+
+    extra_secret_params: Iterable[str] = ()
+    secret_params: frozenset[str] = DEFAULT_SECRET_PARAMS
+    credential_keys: Sequence[str] = DEFAULT_CREDENTIAL_KEYS
+    safe_keys: frozenset[str] = DEFAULT_SAFE_KEYS
+    emails: bool = True
+    phones: bool = True
+    cards: bool = True
+    enabled: bool = True
+    _query: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = sorted({p.lower() for p in self.secret_params} | {p.lower() for p in self.extra_secret_params})
+        alternatives = "|".join(re.escape(n) for n in names)
+        # Matches `name=value` inside a query string or a form-encoded body.
+        pattern = re.compile(rf"(?P<lead>(?:^|[?&;\s])(?:{alternatives})=)[^&#;\s\"']*", re.IGNORECASE)
+        object.__setattr__(self, "_query", pattern)
+        object.__setattr__(self, "credential_keys", tuple(k.lower() for k in self.credential_keys))
+
+    # -- text and values --------------------------------------------------------------------
+    def redact_text(self, text: str) -> str:
+        if not self.enabled or not text:
+            return text
+        if "=" in text:
+            text = self._query.sub(r"\g<lead>[REDACTED:secret]", text)
+        if "://" in text:
+            text = _USERINFO.sub(r"\g<scheme>[REDACTED:userinfo]@", text)
+        text = _BEARER.sub(lambda m: f"{m.group('scheme')} [REDACTED:token]", text)
+        if self.emails and "@" in text:
+            text = _EMAIL.sub("[REDACTED:email]", text)
+        if self.cards:
+            text = _CARD.sub(_redact_card, text)
+        if self.phones:
+            text = _PHONE.sub("[REDACTED:phone]", text)
+        return text
+
+    def redact_value(self, key: str, value: Any) -> Any:
+        if not self.enabled or key in self.safe_keys:
+            return value
+        lowered = key.lower()
+        if any(fragment in lowered for fragment in self.credential_keys):
+            return "[REDACTED:credential]"
+        if isinstance(value, str):
+            if self.phones and _PHONE_KEY.search(key) and _DIGITS_PHONE.match(value.strip()):
+                return "[REDACTED:phone]"
+            return self.redact_text(value)
+        if isinstance(value, (tuple, list)):
+            return tuple(self.redact_value(key, item) for item in value)
+        if isinstance(value, Mapping):
+            return {k: self.redact_value(str(k), v) for k, v in value.items()}
+        return value
+
+    def redact_attributes(self, attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """A redacted copy, or None when nothing had to change (the caller keeps the original)."""
+        if not attributes or not self.enabled:
+            return None
+        changed = False
+        result: dict[str, Any] = {}
+        for key, value in attributes.items():
+            new = self.redact_value(key, value)
+            changed = changed or new is not value and new != value
+            result[key] = new
+        return result if changed else None
+
+
+NO_REDACTION = RedactionPolicy(enabled=False)
+
+
+# -- the export side ----------------------------------------------------------------------------
+def _redact_span(span: ReadableSpan, policy: RedactionPolicy) -> ReadableSpan:
+    attributes = policy.redact_attributes(span.attributes)
+    name = policy.redact_text(span.name)
+    status = span.status
+    description = policy.redact_text(status.description) if status.description else status.description
+    events = span.events
+    new_events = []
+    events_changed = False
+    for event in events:
+        redacted = policy.redact_attributes(event.attributes)
+        if redacted is None:
+            new_events.append(event)
+        else:
+            events_changed = True
+            new_events.append(Event(event.name, redacted, event.timestamp))
+    if attributes is None and name == span.name and description == status.description and not events_changed:
+        return span
+    return ReadableSpan(
+        name=name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=span.attributes if attributes is None else attributes,
+        events=tuple(new_events),
+        links=span.links,
+        kind=span.kind,
+        status=Status(status.status_code, description),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def _redact_log(readable: ReadableLogRecord, policy: RedactionPolicy) -> ReadableLogRecord:
+    record = readable.log_record
+    body = record.body
+    if isinstance(body, str):
+        new_body: Any = policy.redact_text(body)
+    elif isinstance(body, Mapping):
+        new_body = policy.redact_value("body", body)
+    else:
+        new_body = body
+    attributes = policy.redact_attributes(record.attributes)
+    if attributes is None and new_body == body:
+        return readable
+    copy = LogRecord(
+        timestamp=record.timestamp,
+        observed_timestamp=record.observed_timestamp,
+        context=record.context,
+        severity_text=record.severity_text,
+        severity_number=record.severity_number,
+        body=new_body,
+        attributes=record.attributes if attributes is None else attributes,
+        event_name=record.event_name,
+    )
+    return ReadableLogRecord(copy, readable.resource, readable.instrumentation_scope, readable.limits)
+
+
+class RedactingSpanExporter(SpanExporter):
+    """Applies a policy to each batch on the export thread, then hands it to the real exporter."""
+
+    def __init__(self, inner: SpanExporter, policy: RedactionPolicy) -> None:
+        self._inner = inner
+        self._policy = policy
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([_redact_span(span, self._policy) for span in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+class RedactingLogExporter(LogRecordExporter):
+    def __init__(self, inner: LogRecordExporter, policy: RedactionPolicy) -> None:
+        self._inner = inner
+        self._policy = policy
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        return self._inner.export([_redact_log(record, self._policy) for record in batch])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
