@@ -1,0 +1,63 @@
+"""Pieces shared by the domain helpers: scope name, tenant look-up, secret scrubbing, timing."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+
+from opentelemetry import baggage, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+# Instrumentation scope of every span, metric and log record the domain helpers make.
+SCOPE = "pideai_otel.domain"
+
+REDACTED_API_KEY = "[REDACTED:api_key]"
+REDACTED_TOKEN = "[REDACTED:token]"
+
+# Query parameters and header-ish pairs that carry credentials, in URLs and exception text.
+_SECRET_PAIR = re.compile(
+    r"(?i)\b(key|api_key|apikey|access_token|token|x-goog-api-key)(=|:\s*)([^&\s'\",;]+)"
+)
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+
+
+def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """`text` with the given secret values and any credential-looking pairs replaced."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED_API_KEY)
+    text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED_API_KEY}", text)
+    return _BEARER.sub(f"Bearer {REDACTED_TOKEN}", text)
+
+
+def tenant_value(key: str, explicit: str | None = None, ctx: Context | None = None) -> str | None:
+    """An explicit value, else the tenant key from W3C baggage (where `tenant_context` puts it)."""
+    if explicit is not None:
+        return str(explicit)
+    value = baggage.get_baggage(key, ctx)
+    return None if value is None else str(value)
+
+
+def span_context_from_ids(trace_id: int, span_id: int, trace_flags: int) -> Context:
+    """A context whose parent is the (possibly long finished) span with these ids."""
+    parent = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(trace_flags))
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+class Stopwatch:
+    """Monotonic elapsed time; `seconds` and `ms` read it without stopping it."""
+
+    __slots__ = ("_start",)
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self._start
+
+    @property
+    def ms(self) -> float:
+        return round(self.seconds * 1000.0, 3)
