@@ -67,6 +67,13 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _redact_phone(match: re.Match[str]) -> str:
+    text = match.group(0)
+    digits = sum(c.isdigit() for c in text)
+    low, high = (8, 15) if text.startswith("+") else (7, 12)  # E.164 allows 15; local numbers are shorter
+    return "[REDACTED:phone]" if low <= digits <= high else text
+
+
 def _redact_card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
     return "[REDACTED:card]" if 13 <= len(digits) <= 19 and _luhn_ok(digits) else match.group(0)
@@ -113,7 +120,7 @@ class RedactionPolicy:
         if self.cards:
             text = _CARD.sub(_redact_card, text)
         if self.phones:
-            text = _PHONE.sub("[REDACTED:phone]", text)
+            text = _PHONE.sub(_redact_phone, text)
         return text
 
     def redact_value(self, key: str, value: Any) -> Any:

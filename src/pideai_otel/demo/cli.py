@@ -1,0 +1,59 @@
+"""`pideai-otel demo`: the whole pipeline on the embedded default, with orders for several stores."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STORES = ("store-caracas", "store-bogota", "store-lima")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run stand-in, collector and three services; place orders; show how to search them",
+        description=__doc__,
+    )
+    parser.add_argument("--orders", type=int, default=9, help="orders to place, spread over the stores (default 9)")
+    parser.add_argument("--stores", nargs="+", default=list(STORES), help="store ids to place orders for")
+    parser.add_argument("--keep-running", action="store_true", help="leave everything running until Ctrl-C")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pideai_otel.local.standin import DEFAULT_PORT, data_dir, default_db_path
+
+    from .stack import DemoStack
+
+    workdir = data_dir() / "demo"
+    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    say(f"starting stand-in (embedded Better Stack) on 127.0.0.1:{DEFAULT_PORT}, collector, 3 services ...")
+    with DemoStack(workdir, standin_port=DEFAULT_PORT, standin_db=default_db_path()) as stack:
+        say(f"collector: gRPC {stack.collector.grpc_endpoint if stack.collector else '-'}; logs in {workdir / 'logs'}")
+        placed: list[tuple[str, str, int]] = []
+        with __import__("httpx").Client() as client:
+            for n, store in zip(range(args.orders), itertools.cycle(args.stores)):
+                trace_id, response = stack.place_order(store, f"user-{n % 4 + 1}", client=client, phone="+58 414 555 12 34")
+                placed.append((store, trace_id, response.status_code))
+                say(f"  order {n + 1:>2} {store:<15} HTTP {response.status_code}  trace {trace_id}")
+        for _, trace_id, _ in placed:
+            stack.wait_for_trace(trace_id)
+        store, trace_id, _ = placed[0]
+        say("\nall traces arrived at the stand-in. Search them:")
+        say(f"  pideai-otel search trace {trace_id}")
+        say(f"  pideai-otel search spans --store-id {store}")
+        say("  pideai-otel search logs --severity warn")
+        say("  pideai-otel search sql \"SELECT service, count(*) FROM spans GROUP BY service\"")
+        print("\n".join(t for _, t, _ in placed))
+        if args.keep_running:
+            say("\nrunning; Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    say(f"stopped. The data stays in {Path(default_db_path())}; search works without the stand-in running.")
+    return 0

@@ -1,0 +1,230 @@
+"""Three instrumented demo services, each meant to run in its own process.
+
+storefront  POST /orders      the public API a browser calls (sends a traceparent)
+   │  httpx
+   ▼
+orders      POST /orders      validates, stores the order in SQLite, enhances the item image (Gemini),
+   │  httpx                   takes the payment, asks notifications to tell the customer
+   ▼
+notifications POST /notify    sends the WhatsApp message; POST /webhooks/whatsapp takes status callbacks
+
+Run one with `python -m pideai_otel.demo.services NAME --port N`; downstream URLs come from the
+environment (see `_ENV`). `pideai-otel demo` starts them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import pideai_otel
+from pideai_otel.domain import orders as order_steps
+from pideai_otel.domain.gemini import AsyncGeminiImageClient, GeminiError
+from pideai_otel.domain.metrics import count_http_request
+from pideai_otel.domain.payments import AsyncPaymentClient, PaymentError
+from pideai_otel.domain.whatsapp import AsyncWhatsAppClient, WhatsAppError, handle_status_webhook
+
+log = logging.getLogger("pideai.demo")
+
+_ENV = {
+    "orders_url": "PIDEAI_DEMO_ORDERS_URL",
+    "notifications_url": "PIDEAI_DEMO_NOTIFICATIONS_URL",
+    "gemini_url": "PIDEAI_DEMO_GEMINI_URL",
+    "whatsapp_url": "PIDEAI_DEMO_WHATSAPP_URL",
+    "payments_url": "PIDEAI_DEMO_PAYMENTS_URL",
+    "db_path": "PIDEAI_DEMO_DB",
+}
+
+
+def _env(name: str) -> str:
+    var = _ENV[name]
+    value = os.environ.get(var)
+    if not value:
+        raise SystemExit(f"{var} is not set; start the demo with `pideai-otel demo`")
+    return value
+
+
+async def _health(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+# -- storefront -------------------------------------------------------------------------------------
+def storefront_app() -> Starlette:
+    orders_url = _env("orders_url")
+    client = httpx.AsyncClient(timeout=30.0)
+
+    async def place_order(request: Request) -> Response:
+        body = await request.json()
+        store_id, user_id = body.get("store_id"), body.get("user_id")
+        if not store_id or not body.get("items"):
+            return JSONResponse({"error": "store_id and items are required"}, status_code=400)
+        with pideai_otel.tenant_context(store_id=store_id, user_id=user_id):
+            count_http_request(store_id=store_id, route="/orders")
+            log.info("order received with %d item(s)", len(body["items"]))
+            response = await client.post(f"{orders_url}/orders", json=body)
+            if response.status_code >= 400:
+                log.warning("orders service answered %s", response.status_code)
+            return JSONResponse(response.json(), status_code=response.status_code)
+
+    async def boom(_: Request) -> Response:
+        raise RuntimeError("storefront exploded on purpose")
+
+    return Starlette(routes=[
+        Route("/orders", place_order, methods=["POST"]),
+        Route("/boom", boom),
+        Route("/healthz", _health),
+    ])
+
+
+# -- orders -----------------------------------------------------------------------------------------
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, user_id TEXT, status TEXT NOT NULL,
+    total REAL NOT NULL, created_at REAL NOT NULL
+)"""
+
+
+class _OrderDB:
+    """The orders service's own database (real SQLite), one connection per thread."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._local = threading.local()
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self._path, timeout=10)
+        return conn
+
+    def insert(self, order_id: str, store_id: str, user_id: str | None, status: str, total: float) -> None:
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO orders (order_id, store_id, user_id, status, total, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (order_id, store_id, user_id, status, total, time.time()),
+            )
+
+    def set_status(self, order_id: str, status: str) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE orders SET status = ? WHERE order_id = ?", (status, order_id))
+
+
+def orders_app() -> Starlette:
+    db = _OrderDB(_env("db_path"))
+    notifications_url = _env("notifications_url")
+    client = httpx.AsyncClient(timeout=30.0)
+    gemini = AsyncGeminiImageClient(base_url=_env("gemini_url"), api_key=os.environ.get("GEMINI_API_KEY", "demo-gemini-key"))
+    payments = AsyncPaymentClient(base_url=_env("payments_url"), api_key=os.environ.get("PAYMENTS_API_KEY", "demo-pay-key"))
+
+    async def create_order(request: Request) -> Response:
+        body = await request.json()
+        order_id = body.get("order_id") or f"ord-{uuid.uuid4().hex[:12]}"
+        store_id = pideai_otel.current_tenant().get("store_id") or body.get("store_id")
+        items = body.get("items") or []
+        total = round(sum(float(i.get("price", 0)) * int(i.get("qty", 1)) for i in items), 2)
+        with pideai_otel.tenant_context(order_id=order_id), order_steps.order_pipeline(order_id, store_id=store_id) as pipeline:
+            with pipeline.step("validated"):
+                if total <= 0:
+                    raise order_steps.OrderFailed("validated", "order total must be positive")
+            with pipeline.step("stored"):
+                db.insert(order_id, store_id, pideai_otel.current_tenant().get("user_id"), "placed", total)
+                log.info("order stored", extra={"order.total": total, "order.items": len(items)})
+            first = items[0] if items else {}
+            try:
+                await gemini.enhance_image(
+                    prompt=f"Make the {first.get('name', 'dish')} look appetizing",
+                    image=b"\x89PNG demo image bytes", mime_type="image/png", model=body.get("model", "gemini-2.5-flash-image"),
+                    style=body.get("style", "studio"), aspect_ratio="1:1", menu_item_id=first.get("menu_item_id"),
+                )
+            except GeminiError as exc:  # an image is nice to have; the order goes on without it
+                log.warning("image enhancement failed: %s", exc.error_type)
+            with pipeline.step("paid"):
+                try:
+                    await payments.charge(amount=total, currency=body.get("currency", "USD"), reference=order_id)
+                except PaymentError as exc:
+                    raise order_steps.OrderFailed("paid", f"payment {exc.outcome}") from exc
+            with pipeline.step("notified"):
+                response = await client.post(f"{notifications_url}/notify",
+                                             json={"order_id": order_id, "phone": body.get("phone", "+584141234567")})
+                if response.status_code >= 400:
+                    raise order_steps.OrderFailed("notified", f"notifications answered {response.status_code}")
+            db.set_status(order_id, "completed")
+        if pipeline.failed:
+            db.set_status(order_id, "failed")
+            return JSONResponse({"order_id": order_id, "status": "failed", "step": pipeline.failed_step}, status_code=502)
+        return JSONResponse({"order_id": order_id, "status": "completed", "total": total}, status_code=201)
+
+    return Starlette(routes=[Route("/orders", create_order, methods=["POST"]), Route("/healthz", _health)])
+
+
+# -- notifications ----------------------------------------------------------------------------------
+def notifications_app() -> Starlette:
+    whatsapp = AsyncWhatsAppClient(base_url=_env("whatsapp_url"), phone_number_id="1000001",
+                                   access_token=os.environ.get("WHATSAPP_TOKEN", "demo-wa-token"))
+
+    async def notify(request: Request) -> Response:
+        body = await request.json()
+        try:
+            message_id = await whatsapp.send_text(to=body["phone"], text=f"Your order {body['order_id']} is confirmed",
+                                                  order_id=body["order_id"])
+        except WhatsAppError as exc:
+            log.error("whatsapp send failed: %s", exc)
+            return JSONResponse({"error": "whatsapp send failed"}, status_code=502)
+        log.info("customer notified", extra={"messaging.message.id": message_id})
+        return JSONResponse({"message_id": message_id})
+
+    async def whatsapp_webhook(request: Request) -> Response:
+        handled = handle_status_webhook(await request.json())
+        return JSONResponse({"statuses": handled})
+
+    return Starlette(routes=[
+        Route("/notify", notify, methods=["POST"]),
+        Route("/webhooks/whatsapp", whatsapp_webhook, methods=["POST"]),
+        Route("/healthz", _health),
+    ])
+
+
+APPS: dict[str, Callable[[], Starlette]] = {
+    "storefront": storefront_app,
+    "orders": orders_app,
+    "notifications": notifications_app,
+}
+
+
+def serve(name: str, port: int, host: str = "127.0.0.1") -> None:
+    import uvicorn
+
+    from pideai_otel.domain.metrics import metric_views
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    pideai_otel.init_telemetry(service_name=name, service_version="demo", metric_views=metric_views())
+    app: Any = pideai_otel.TelemetryMiddleware(APPS[name](), excluded_urls="healthz")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run one pideai-otel demo service.")
+    parser.add_argument("name", choices=sorted(APPS))
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    serve(args.name, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The whole demo as one object: stand-in, collector, third-party stand-ins and three services.
+
+`DemoStack` is used by `pideai-otel demo` and by the end-to-end tests, so what the tests check is
+exactly what a user runs. Every part is a real process on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from pideai_otel.collector import CollectorProcess
+from pideai_otel.local import StandInProcess
+
+SERVICES = ("storefront", "orders", "notifications")
+THIRD_PARTIES = ("gemini", "whatsapp", "payments")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def new_traceparent() -> tuple[str, str]:
+    """A browser-style root: a fresh trace id and parent span id, sampled. Returns (header, trace_id)."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return f"00-{trace_id}-{span_id}-01", trace_id
+
+
+class _Proc:
+    """A child process whose output goes to a log file, ready once `health_url` answers 200."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path, health_url: str) -> None:
+        self.name, self.argv, self.env, self.health_url = name, argv, dict(env), health_url
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                if httpx.get(self.health_url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not become ready in {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class DemoStack:
+    """Start everything, place orders, find them again."""
+
+    def __init__(self, workdir: Path, *, standin_port: int = 0, standin_db: Path | None = None,
+                 service_env: Mapping[str, str] | None = None, with_collector: bool = True) -> None:
+        self.workdir = Path(workdir)
+        self.log_dir = self.workdir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.tokens = {"default": "demo-default-token", "errors": "demo-errors-token"}
+        self.standin = StandInProcess(self.workdir / "standin", sources=self.tokens, port=standin_port, db_path=standin_db)
+        self.collector: CollectorProcess | None = None
+        self._with_collector = with_collector
+        self._service_env = dict(service_env or {})
+        self.ports: dict[str, int] = {}
+        self._procs: dict[str, _Proc] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> DemoStack:
+        self.standin.start()
+        if self._with_collector:
+            self.collector = CollectorProcess(self.workdir / "collector", standin_url=self.standin.url, tokens=self.tokens)
+            self.collector.start()
+        for name in THIRD_PARTIES:
+            self._spawn(name, [sys.executable, "-m", "pideai_otel.demo.thirdparty", name], "/_control/health")
+        for proc in self._procs.values():
+            proc.wait_ready()
+        base_env = self._telemetry_env()
+        base_env.update({
+            "PIDEAI_DEMO_GEMINI_URL": self.url("gemini"),
+            "PIDEAI_DEMO_WHATSAPP_URL": self.url("whatsapp"),
+            "PIDEAI_DEMO_PAYMENTS_URL": self.url("payments"),
+            "PIDEAI_DEMO_DB": str(self.workdir / "orders.sqlite3"),
+        })
+        for name in SERVICES:
+            self.ports[name] = free_port()
+        base_env["PIDEAI_DEMO_ORDERS_URL"] = self.url("orders")
+        base_env["PIDEAI_DEMO_NOTIFICATIONS_URL"] = self.url("notifications")
+        for name in reversed(SERVICES):
+            self._spawn(name, [sys.executable, "-m", "pideai_otel.demo.services", name], "/healthz", env=base_env)
+        for name in SERVICES:
+            self._procs[name].wait_ready()
+        self._configure_whatsapp_webhook()
+        return self
+
+    def stop(self) -> None:
+        for name in (*SERVICES, *THIRD_PARTIES):
+            if name in self._procs:
+                self._procs[name].stop()
+        if self.collector is not None:
+            self.collector.stop()
+        self.standin.stop()
+
+    def __enter__(self) -> DemoStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def _spawn(self, name: str, argv: list[str], health_path: str, env: Mapping[str, str] | None = None) -> None:
+        port = self.ports.get(name) or free_port()
+        self.ports[name] = port
+        full_env = {**os.environ, **(env or {}), **self._service_env}
+        proc = _Proc(name, [*argv, "--port", str(port)], full_env, self.log_dir, f"http://127.0.0.1:{port}{health_path}")
+        proc.start()
+        self._procs[name] = proc
+
+    def _telemetry_env(self) -> dict[str, str]:
+        env = {"OTEL_METRIC_EXPORT_INTERVAL": "1000", "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BLRP_SCHEDULE_DELAY": "200"}
+        if self.collector is not None:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{self.collector.grpc_endpoint}"
+            env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc"
+        else:  # nothing listens here: the "collector down" case
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+        return env
+
+    def _configure_whatsapp_webhook(self) -> None:
+        httpx.post(f"{self.url('whatsapp')}/_control/webhook",
+                   json={"url": f"{self.url('notifications')}/webhooks/whatsapp"}, timeout=5.0).raise_for_status()
+
+    def script(self, third_party: str, outcomes: Iterable[Any]) -> None:
+        """Make a third-party stand-in answer its next calls with these outcomes."""
+        httpx.post(f"{self.url(third_party)}/_control/script", json=list(outcomes), timeout=5.0).raise_for_status()
+
+    # -- traffic -------------------------------------------------------------------------------------
+    def place_order(self, store_id: str, user_id: str, *, items: list[dict[str, Any]] | None = None,
+                    client: httpx.Client | None = None, **extra: Any) -> tuple[str, httpx.Response]:
+        """POST an order to the storefront as a browser would; returns (trace id, response)."""
+        traceparent, trace_id = new_traceparent()
+        body = {"store_id": store_id, "user_id": user_id,
+                "items": items or [{"menu_item_id": "arepa-1", "name": "arepa", "qty": 2, "price": 4.5}], **extra}
+        sender = client or httpx
+        response = sender.post(f"{self.url('storefront')}/orders", json=body,
+                               headers={"traceparent": traceparent}, timeout=30.0)
+        return trace_id, response
+
+    def wait_for_trace(self, trace_id: str, *, services: Iterable[str] = SERVICES, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Poll the stand-in until spans from every named service of this trace have arrived."""
+        wanted = set(services)
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = self.standin.query(f"SELECT * FROM spans WHERE trace_id = '{trace_id}'")
+            if wanted <= {row["service"] for row in rows}:
+                return rows
+            time.sleep(0.25)
+        raise TimeoutError(f"trace {trace_id}: got spans from {sorted({r['service'] for r in rows})}, wanted {sorted(wanted)}")
