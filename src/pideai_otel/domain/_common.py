@@ -61,3 +61,9 @@ class Stopwatch:
     @property
     def ms(self) -> float:
         return round(self.seconds * 1000.0, 3)
+
+
+def qualified_name(exc: BaseException) -> str:
+    """`error.type` for an exception: its fully qualified class name (builtins unqualified)."""
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from pideai_otel._diagnostics import guarded
 
-from ._common import SCOPE, Stopwatch, scrub, tenant_value
+from ._common import SCOPE, Stopwatch, qualified_name, scrub, tenant_value
 from .metrics import domain_metrics
 
 __all__ = [
@@ -358,7 +358,7 @@ class _GeminiCall:
             m.record(m.generation_duration, duration_s, common)
             return
 
-        error_type = exc.error_type if isinstance(exc, GeminiError) else _qualified_name(exc)
+        error_type = exc.error_type if isinstance(exc, GeminiError) else qualified_name(exc)
         message = exc.message if isinstance(exc, GeminiError) else scrub(str(exc), [self._client._api_key])
         message = message[:_MAX_MESSAGE]
         span.set_attribute("error.type", error_type)
@@ -366,7 +366,7 @@ class _GeminiCall:
             span.set_attribute("pideai.ai.block_reason", exc.block_reason)
         span.set_status(Status(StatusCode.ERROR, message))
         # Not record_exception(): the message is scrubbed here, and the chain of causes is not kept.
-        span.add_event("exception", {"exception.type": _qualified_name(exc), "exception.message": message})
+        span.add_event("exception", {"exception.type": qualified_name(exc), "exception.message": message})
         m.add(m.ai_errors, 1, {**common, "error.type": error_type})
         m.record(m.generation_duration, duration_s, {**common, "error.type": error_type})
 
@@ -544,7 +544,3 @@ def _kb(data: bytes) -> float:
 def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
 
-
-def _qualified_name(exc: BaseException) -> str:
-    cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -9,6 +9,7 @@ the kit installs so that no instrument, ours or a library's, can export them.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -122,25 +123,23 @@ class DomainMetrics:
 
 
 _lock = threading.Lock()
-_by_provider: dict[int, tuple[MeterProvider | None, DomainMetrics]] = {}
+_by_provider: weakref.WeakKeyDictionary[MeterProvider, DomainMetrics] = weakref.WeakKeyDictionary()
 
 
 def domain_metrics(meter_provider: MeterProvider | None = None) -> DomainMetrics:
-    """The instruments for this provider, created once (the global provider when None).
+    """The instruments for this provider (the current global one when None), created once each.
 
-    With the global provider the meter is the API's proxy, so helpers may be imported and used
-    before `init_telemetry` runs: the instruments start exporting once the SDK is installed.
+    Before `init_telemetry` the global provider is the API's proxy, whose instruments start
+    exporting once the SDK is installed, so helpers may be used before the kit is initialised.
     """
-    key = id(meter_provider)
-    found = _by_provider.get(key)
-    if found is not None and found[0] is meter_provider:
-        return found[1]
-    with _lock:
-        found = _by_provider.get(key)
-        if found is None or found[0] is not meter_provider:
-            found = (meter_provider, DomainMetrics(meter_provider))
-            _by_provider[key] = found
-        return found[1]
+    provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
+    found = _by_provider.get(provider)
+    if found is None:
+        with _lock:
+            found = _by_provider.get(provider)
+            if found is None:
+                found = _by_provider[provider] = DomainMetrics(provider)
+    return found
 
 
 def count_http_request(
