@@ -1,0 +1,148 @@
+"""The collector config and manifest: valid, consistent with each other, CORS as documented."""
+
+from __future__ import annotations
+
+import re
+import sys
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from pideai_otel.collector import CONFIG, MANIFEST, CollectorProcess, validate
+from test_collector_helpers import make_collector, otelcol_bin, standin  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.collector
+
+KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
+
+
+def _compiled_components(binary: Path) -> dict[str, dict[str, str]]:
+    """kind -> {module path: component type} from `<binary> components`."""
+    listing = yaml.safe_load(subprocess.run([str(binary), "components"], capture_output=True, text=True, check=True).stdout)
+    return {
+        kind: {entry["module"].split()[0]: entry["name"] for entry in listing.get(kind) or []} for kind in KINDS
+    }
+
+
+def _config_types_used(config: dict) -> dict[str, set[str]]:
+    """kind -> component types referenced by the service section (pipelines and extensions)."""
+    used: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    used["extensions"] = {name.split("/")[0] for name in config["service"]["extensions"]}
+    connectors = set(config.get("connectors", {}))
+    for pipeline in config["service"]["pipelines"].values():
+        for name in pipeline["receivers"] + pipeline["exporters"]:
+            kind = "connectors" if name in connectors else ("receivers" if name in pipeline["receivers"] else "exporters")
+            used[kind].add(name.split("/")[0])
+        used["processors"] |= {name.split("/")[0] for name in pipeline.get("processors", [])}
+    return used
+
+
+def test_config_validates(otelcol_bin: Path) -> None:  # noqa: F811
+    result = validate(otelcol_bin, CONFIG)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Canonical names only: a deprecated alias would log a warning here.
+    assert "deprecated" not in (result.stdout + result.stderr).lower()
+
+
+def test_manifest_and_config_list_the_same_components(otelcol_bin: Path) -> None:  # noqa: F811
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    config = yaml.safe_load(CONFIG.read_text())
+    compiled = _compiled_components(otelcol_bin)
+    used = _config_types_used(config)
+    for kind in KINDS:
+        modules = {entry["gomod"].split()[0] for entry in manifest.get(kind) or []}
+        in_manifest = {compiled[kind][module] for module in modules}
+        print(f"{kind}: manifest {sorted(in_manifest)}, config uses {sorted(used[kind])}")
+        assert in_manifest == used[kind], f"{kind}: manifest-only {in_manifest - used[kind]}, config-only {used[kind] - in_manifest}"
+        # Every component defined in the config is wired into the service (no dead blocks).
+        defined = {name for name in config.get(kind) or {}}
+        wired = {
+            name
+            for pipeline in config["service"]["pipelines"].values()
+            for name in pipeline.get("receivers", []) + pipeline.get("processors", []) + pipeline.get("exporters", [])
+        } | set(config["service"]["extensions"])
+        assert defined <= wired, f"{kind} defined but unused: {defined - wired}"
+    # One release train; providers include env (the default scheme) and file (--config).
+    versions = {
+        entry["gomod"].split()[1]
+        for kind in (*KINDS, "providers")
+        for entry in manifest.get(kind) or []
+        if "/confmap/" not in entry["gomod"]
+    }
+    assert versions == {"v0.161.0"}
+    providers = {entry["gomod"].split()[0].rsplit("/", 1)[-1] for entry in manifest["providers"]}
+    assert {"envprovider", "fileprovider"} <= providers
+
+
+def test_every_number_in_the_config_has_a_why() -> None:
+    """Style rule: each numeric setting carries a comment (on its line or in the block above)."""
+    lines = CONFIG.read_text().splitlines()
+    assert lines[0].startswith("#") and any("SECURITY" in line for line in lines[:10])
+    missing = []
+    for index, line in enumerate(lines):
+        if line.lstrip().startswith("#") or not re.search(r":\s*(\$\{env:\w+:-)?\d", line):
+            continue
+        above = lines[max(0, index - 3) : index]
+        if "#" not in line and not any(prev.lstrip().startswith("#") for prev in above):
+            missing.append(f"{index + 1}: {line.strip()}")
+    assert not missing, "numbers without a why:\n" + "\n".join(missing)
+
+
+def _preflight(collector: CollectorProcess, origin: str) -> httpx.Response:
+    return httpx.options(
+        f"{collector.http_endpoint}/v1/traces",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+        timeout=5,
+    )
+
+
+def test_cors_allows_listed_origins_only(make_collector: Callable[..., CollectorProcess]) -> None:  # noqa: F811
+    listed = make_collector(OTELCOL_CORS_ORIGINS="[http://shop.example, http://localhost:5173]")
+    allowed = _preflight(listed, "http://localhost:5173")
+    print(f"listed origin: {allowed.status_code} {dict(allowed.headers)}")
+    assert allowed.status_code in (200, 204)
+    assert allowed.headers.get("access-control-allow-origin") == "http://localhost:5173"
+    assert "content-type" in allowed.headers.get("access-control-allow-headers", "").lower()
+
+    other = _preflight(listed, "http://evil.example")
+    print(f"other origin: {other.status_code} {dict(other.headers)}")
+    assert "access-control-allow-origin" not in other.headers
+
+    default = make_collector()  # OTELCOL_CORS_ORIGINS unset: no origin at all
+    refused = _preflight(default, "http://localhost:5173")
+    assert "access-control-allow-origin" not in refused.headers
+
+
+def test_status_reports_health_receiver_and_exporters(
+    make_collector: Callable[..., CollectorProcess],  # noqa: F811
+) -> None:
+    from test_collector_helpers import log_record, logs_request, sender_for
+
+    collector = make_collector()
+    sender = sender_for(collector)
+    try:
+        sender.deliver("logs", logs_request([log_record("hello", "INFO", attributes={"tid": "s1"})]))
+    finally:
+        sender.close()
+    result = collector.status()
+    print(result.to_json())
+    assert result.health_status == 200
+    assert result.receivers["otlp"]["accepted"]["log_records"] >= 1
+    assert set(result.exporters) == {"otlp_http/default", "otlp_http/errors"}
+    assert result.exporters["otlp_http/default"].queue_capacity["logs"] > 0
+
+    cli = subprocess.run(
+        [sys.executable, "-m", "pideai_otel.cli", "collector", "status", "--metrics-url", collector.metrics_url, "--health-url",
+         collector.health_url, "--json"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert '"otlp_http/default"' in cli.stdout
