@@ -77,7 +77,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from ._app import create_app
 
-    handle = _init_telemetry()
+    try:
+        handle = _init_telemetry()
+    except ValueError as exc:  # the kit's ConfigError names the variable and the value
+        raise CommandError(str(exc)) from exc
     try:
         app = create_app(config)
         server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off"))

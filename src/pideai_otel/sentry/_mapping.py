@@ -28,6 +28,8 @@ from ._payload import Delivery
 __all__ = ["LogFields", "to_log_fields"]
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+# The event's API url is the only place the project slug appears: /api/0/projects/{org}/{project}/events/
+_PROJECT_IN_URL = re.compile(r"/projects/[^/]+/([^/]+)/events/")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
 
 _SEVERITY = {
@@ -223,6 +225,9 @@ def to_log_fields(delivery: Delivery, received_ns: int | None = None) -> LogFiel
         put("sentry.release", event.get("release") or tags.get("release"))
         put("deployment.environment", event.get("environment") or tags.get("environment"))
         put("sentry.project_id", event.get("project"))
+        api_url = event.get("url")
+        slug = _PROJECT_IN_URL.search(api_url) if isinstance(api_url, str) else None
+        put("sentry.project", slug.group(1) if slug else None)
         put("sentry.platform", event.get("platform"))
     if issue is not None:
         put("sentry.issue_id", issue.get("id"))
