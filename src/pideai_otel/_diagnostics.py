@@ -21,7 +21,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class _RateLimiter:
-    def __init__(self, burst: int = 5, window: float = 60.0) -> None:
+    def __init__(self, burst: int = 2, window: float = 60.0) -> None:
         self._burst = burst
         self._window = window
         self._lock = threading.Lock()
