@@ -561,3 +561,16 @@ def test_dedupe_memory_is_bounded_and_expires() -> None:
     assert dedupe.first_time("d")  # expired
     assert len(dedupe) <= 3
 
+
+
+def test_global_providers_by_default(otel_capture: Any) -> None:
+    """Without providers passed in, records and counters go through the kit's global pipeline."""
+    app = create_app(BridgeConfig(client_secret=SECRET))
+    body, headers = signed_error(trace_id=TRACE_ID, span_id=SPAN_ID, tags={"store_id": "store-3"})
+    assert post(app, URL, body, headers).status_code == 200
+
+    (record,) = [r for r in otel_capture.logs() if r["scope"] == "pideai_otel.sentry"]
+    assert (record["trace_id"], record["span_id"]) == (TRACE_ID, SPAN_ID)
+    assert record["severity_number"] == 17
+    assert record["attributes"]["store_id"] == "store-3"
+    assert otel_capture.metric_total("pideai.sentry.events", correlated=True, resource="error") == 1
