@@ -152,7 +152,11 @@ class Sender:
 
     def __post_init__(self) -> None:
         self._http = httpx.Client(timeout=self.timeout)
-        self._channel = grpc.insecure_channel(self.grpc_endpoint.removeprefix("http://"))
+        # Reconnect quickly after the collector restarts (gRPC's default backoff grows to 2 min).
+        self._channel = grpc.insecure_channel(
+            self.grpc_endpoint.removeprefix("http://"),
+            options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)],
+        )
         self._traces = TraceServiceStub(self._channel)
 
     def post(self, signal: str, message: Any) -> httpx.Response:
