@@ -56,7 +56,9 @@ class _Service:
         self.tracer = self.tracer_provider.get_tracer("tests.search")
         self.logger = self.logger_provider.get_logger("tests.search")
 
-    def log(self, body: str, severity: SeverityNumber, at_ns: int, span: trace.Span | None = None, **attrs: str) -> None:
+    def log(
+        self, body: str, severity: SeverityNumber, at_ns: int, span: trace.Span | None = None, **attrs: str
+    ) -> None:
         context = trace.set_span_in_context(span) if span is not None else None
         self.logger.emit(
             LogRecord(
@@ -83,18 +85,27 @@ def populate(url: str) -> Dataset:
     root = api.tracer.start_span("POST /orders", kind=SpanKind.SERVER, attributes=tenant, start_time=t0)
     api.log("order placed", SeverityNumber.INFO, t0 + 1 * ms, root, **tenant)
     child = worker.tracer.start_span(
-        "gemini.generate", context=trace.set_span_in_context(root), attributes={"store_id": "s-1"}, start_time=t0 + 2 * ms
+        "gemini.generate",
+        context=trace.set_span_in_context(root),
+        attributes={"store_id": "s-1"},
+        start_time=t0 + 2 * ms,
     )
     worker.log("calling gemini", SeverityNumber.DEBUG, t0 + 3 * ms, child, store_id="s-1")
-    grandchild = worker.tracer.start_span("upload", context=trace.set_span_in_context(child), start_time=t0 + 4 * ms)
+    grandchild = worker.tracer.start_span(
+        "upload", context=trace.set_span_in_context(child), start_time=t0 + 4 * ms
+    )
     grandchild.end(end_time=t0 + 6 * ms)
-    worker.log("quota exceeded for store", SeverityNumber.ERROR, t0 + 7 * ms, child, store_id="s-1", user_id="u-1")
+    worker.log(
+        "quota exceeded for store", SeverityNumber.ERROR, t0 + 7 * ms, child, store_id="s-1", user_id="u-1"
+    )
     child.set_status(Status(StatusCode.ERROR, "quota"))
     child.end(end_time=t0 + 8 * ms)
     root.end(end_time=t0 + 10 * ms)
     context = root.get_span_context()
     # An error reported by another system (e.g. the Sentry bridge) for a span this trace never exported.
-    foreign = NonRecordingSpan(SpanContext(context.trace_id, 0xABCDEF, is_remote=True, trace_flags=TraceFlags(1)))
+    foreign = NonRecordingSpan(
+        SpanContext(context.trace_id, 0xABCDEF, is_remote=True, trace_flags=TraceFlags(1))
+    )
     api.log("browser error", SeverityNumber.ERROR, t0 + 9 * ms, foreign, store_id="s-1")
     api.log("cache miss", SeverityNumber.DEBUG, NOW_NS - 1 * MINUTE_NS, store_id="s-2")
     api.log("slow response", SeverityNumber.WARN, NOW_NS - 120 * MINUTE_NS, store_id="s-1")
@@ -133,12 +144,18 @@ def test_trace_is_a_tree_with_logs_under_their_spans(populated: tuple[StandInPro
     assert tree["duration_ms"] == pytest.approx(10.0)
     [root] = tree["spans"]
     assert (root["span_id"], root["service"], root["name"], root["status_code"]) == (
-        data.root_id, "checkout-api", "POST /orders", "UNSET"
+        data.root_id,
+        "checkout-api",
+        "POST /orders",
+        "UNSET",
     )
     assert [log["body"] for log in root["logs"]] == ["order placed"]
     [child] = root["children"]
     assert (child["span_id"], child["service"], child["status_code"], child["duration_ms"]) == (
-        data.child_id, "image-worker", "ERROR", pytest.approx(6.0)
+        data.child_id,
+        "image-worker",
+        "ERROR",
+        pytest.approx(6.0),
     )
     assert [log["body"] for log in child["logs"]] == ["calling gemini", "quota exceeded for store"]
     assert [c["span_id"] for c in child["children"]] == [data.grandchild_id]
@@ -147,7 +164,9 @@ def test_trace_is_a_tree_with_logs_under_their_spans(populated: tuple[StandInPro
     assert root["attributes"]["order_id"] == "o-1"
 
 
-def test_trace_cli_prints_an_indented_timeline(populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]) -> None:
+def test_trace_cli_prints_an_indented_timeline(
+    populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]
+) -> None:
     standin, data = populated
     code, out, err = run_cli(capsys, "search", "trace", data.trace_id, "--url", standin.url)
     assert code == 0, err
@@ -171,7 +190,9 @@ def test_trace_cli_prints_an_indented_timeline(populated: tuple[StandInProcess, 
     assert indents == [0, 4, 2, 6, 4, 6, 2]
 
 
-def test_trace_cli_json(populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]) -> None:
+def test_trace_cli_json(
+    populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]
+) -> None:
     standin, data = populated
     code, out, _ = run_cli(capsys, "search", "trace", data.trace_id, "--url", standin.url, "--json")
     assert code == 0
@@ -179,7 +200,9 @@ def test_trace_cli_json(populated: tuple[StandInProcess, Dataset], capsys: pytes
     assert tree["spans"][0]["children"][0]["logs"][1]["severity_number"] == 17
 
 
-def test_missing_trace_is_one_line_and_exit_1(populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_trace_is_one_line_and_exit_1(
+    populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]
+) -> None:
     standin, _ = populated
     code, out, err = run_cli(capsys, "search", "trace", "0" * 31 + "1", "--url", standin.url)
     assert (code, out) == (1, "")
@@ -199,19 +222,26 @@ def test_log_filters(populated: tuple[StandInProcess, Dataset]) -> None:
     standin, data = populated
     with search.connect(standin.url) as s:
         assert _bodies(s.find_logs(store_id="s-1", since="1h")) == [
-            "order placed", "calling gemini", "quota exceeded for store", "browser error"
+            "order placed",
+            "calling gemini",
+            "quota exceeded for store",
+            "browser error",
         ]
-        assert _bodies(s.find_logs(store_id="s-1")) [0] == "slow response"  # no time bound
+        assert _bodies(s.find_logs(store_id="s-1"))[0] == "slow response"  # no time bound
         assert _bodies(s.find_logs(severity="error")) == ["quota exceeded for store", "browser error"]
         assert _bodies(s.find_logs(severity="warn", store_id="s-1")) == [
-            "slow response", "quota exceeded for store", "browser error"
+            "slow response",
+            "quota exceeded for store",
+            "browser error",
         ]
         assert _bodies(s.find_logs(service="image-worker")) == ["calling gemini", "quota exceeded for store"]
         assert _bodies(s.find_logs(user_id="u-1")) == ["order placed", "quota exceeded for store"]
         assert _bodies(s.find_logs(order_id="o-1")) == ["order placed"]
         assert _bodies(s.find_logs(text="QUOTA")) == ["quota exceeded for store"]
         assert _bodies(s.find_logs(trace_id=data.trace_id, severity="info")) == [
-            "order placed", "quota exceeded for store", "browser error"
+            "order placed",
+            "quota exceeded for store",
+            "browser error",
         ]
         assert _bodies(s.find_logs(since="3m")) == ["it's quoted", "cache miss"]
         assert _bodies(s.find_logs(until="1h")) == ["slow response"]
@@ -230,18 +260,30 @@ def test_span_filters(populated: tuple[StandInProcess, Dataset]) -> None:
     standin, data = populated
     spans = search.find_spans(url=standin.url, status="error")
     assert [(s["name"], s["status_message"]) for s in spans] == [("gemini.generate", "quota")]
-    assert [s["name"] for s in search.find_spans(url=standin.url, store_id="s-1")] == ["POST /orders", "gemini.generate"]
-    assert [s["name"] for s in search.find_spans(url=standin.url, service="image-worker")] == ["gemini.generate", "upload"]
+    assert [s["name"] for s in search.find_spans(url=standin.url, store_id="s-1")] == [
+        "POST /orders",
+        "gemini.generate",
+    ]
+    assert [s["name"] for s in search.find_spans(url=standin.url, service="image-worker")] == [
+        "gemini.generate",
+        "upload",
+    ]
     assert [s["name"] for s in search.find_spans(url=standin.url, text="upl")] == ["upload"]
-    assert [s["span_id"] for s in search.find_spans(url=standin.url, trace_id=data.trace_id, limit=1)] == [data.grandchild_id]
+    assert [s["span_id"] for s in search.find_spans(url=standin.url, trace_id=data.trace_id, limit=1)] == [
+        data.grandchild_id
+    ]
     assert search.find_spans(url=standin.url, since="1m") == []
     with pytest.raises(ValueError, match="unset, ok, error"):
         search.find_spans(url=standin.url, status="bad")
 
 
-def test_logs_and_spans_cli(populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]) -> None:
+def test_logs_and_spans_cli(
+    populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]
+) -> None:
     standin, data = populated
-    code, out, err = run_cli(capsys, "search", "logs", "--store-id", "s-1", "--severity", "error", "--url", standin.url)
+    code, out, err = run_cli(
+        capsys, "search", "logs", "--store-id", "s-1", "--severity", "error", "--url", standin.url
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["time", "severity", "service", "body", "store_id", "trace_id"]
@@ -259,12 +301,17 @@ def test_logs_and_spans_cli(populated: tuple[StandInProcess, Dataset], capsys: p
 # --- SQL ----------------------------------------------------------------------------------------
 
 
-def test_sql_cli_reads_and_refuses_writes(populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]) -> None:
+def test_sql_cli_reads_and_refuses_writes(
+    populated: tuple[StandInProcess, Dataset], capsys: pytest.CaptureFixture[str]
+) -> None:
     standin, _ = populated
     query = "SELECT service, count(*) AS spans FROM spans GROUP BY service ORDER BY service"
     code, out, _ = run_cli(capsys, "search", "sql", query, "--json", "--url", standin.url)
     assert code == 0
-    assert json.loads(out) == {"columns": ["service", "spans"], "rows": [["checkout-api", 1], ["image-worker", 2]]}
+    assert json.loads(out) == {
+        "columns": ["service", "spans"],
+        "rows": [["checkout-api", 1], ["image-worker", 2]],
+    }
     code, out, _ = run_cli(capsys, "search", "sql", query, "--url", standin.url)
     assert out.splitlines()[1].split() == ["checkout-api", "1"]
     code, out, err = run_cli(capsys, "search", "sql", "DELETE FROM logs", "--url", standin.url)
@@ -277,13 +324,17 @@ def test_sql_cli_reads_and_refuses_writes(populated: tuple[StandInProcess, Datas
 # --- without a running stand-in ----------------------------------------------------------------
 
 
-def test_search_reads_the_file_when_no_standin_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_search_reads_the_file_when_no_standin_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     standin = StandInProcess(tmp_path, sources={"default": "tok-default"})
     with standin:
         data = populate(standin.url)
         dead_url = standin.url
         standin.kill()  # WAL and shared-memory files left behind, as after a crash
-        code, out, err = run_cli(capsys, "search", "trace", data.trace_id, "--url", dead_url, "--db", str(standin.db_path))
+        code, out, err = run_cli(
+            capsys, "search", "trace", data.trace_id, "--url", dead_url, "--db", str(standin.db_path)
+        )
         assert code == 0, err
         assert "image-worker | gemini.generate" in out
         standin.start()
@@ -297,7 +348,9 @@ def test_search_reads_the_file_when_no_standin_answers(tmp_path: Path, capsys: p
         assert search.sql("SELECT count(*) FROM spans", url=None, db_path=standin.db_path).rows == [[3]]
 
 
-def test_no_standin_and_no_database_names_the_remedy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_standin_and_no_database_names_the_remedy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "none.sqlite3"
     code, out, err = run_cli(capsys, "search", "logs", "--url", "http://127.0.0.1:9", "--db", str(missing))
     assert (code, out) == (2, "")
@@ -336,7 +389,12 @@ def test_parse_time() -> None:
 
 def test_severity_names() -> None:
     assert [search.severity_number(n) for n in ("debug", "INFO", "warn", "warning", "error", "fatal")] == [
-        5, 9, 13, 13, 17, 21
+        5,
+        9,
+        13,
+        13,
+        17,
+        21,
     ]
     assert search.severity_number("17") == 17
     with pytest.raises(ValueError):

@@ -14,13 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from opentelemetry import trace
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.sdk._logs import LoggerProvider
@@ -28,8 +26,7 @@ from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -155,7 +152,11 @@ def test_sdk_metric_exporter_stores_one_row_per_point(standin: StandInProcess) -
     provider.shutdown()
 
     rows = {r["name"]: r for r in standin.query("SELECT * FROM metrics")}
-    assert (rows["orders"]["kind"], rows["orders"]["value"], rows["orders"]["service"]) == ("sum", 3.0, "worker")
+    assert (rows["orders"]["kind"], rows["orders"]["value"], rows["orders"]["service"]) == (
+        "sum",
+        3.0,
+        "worker",
+    )
     assert json.loads(rows["orders"]["attributes"]) == {"store_id": "s-1"}
     histogram = json.loads(rows["latency"]["attributes"])
     assert rows["latency"]["kind"] == "histogram" and rows["latency"]["value"] == 40.0
@@ -175,7 +176,9 @@ def test_raw_protobuf_answers_200_empty_json_and_stores_every_copy(standin: Stan
 
 def test_gzip_body_is_inflated(standin: StandInProcess) -> None:
     body = gzip.compress(_span_request(2).SerializeToString())
-    response = httpx.post(f"{standin.url}/v1/traces", content=body, headers=_headers(**{"Content-Encoding": "gzip"}))
+    response = httpx.post(
+        f"{standin.url}/v1/traces", content=body, headers=_headers(**{"Content-Encoding": "gzip"})
+    )
     assert response.status_code == 200
     assert _counts(standin)["spans"] == 2
 
@@ -210,7 +213,10 @@ def test_otlp_json_with_hex_ids_enum_names_and_string_int64(standin: StandInProc
                                                         "key": "items",
                                                         "value": {
                                                             "arrayValue": {
-                                                                "values": [{"stringValue": "a"}, {"doubleValue": 1.5}]
+                                                                "values": [
+                                                                    {"stringValue": "a"},
+                                                                    {"doubleValue": 1.5},
+                                                                ]
                                                             }
                                                         },
                                                     }
@@ -227,7 +233,9 @@ def test_otlp_json_with_hex_ids_enum_names_and_string_int64(standin: StandInProc
         ]
     }
     response = httpx.post(
-        f"{standin.url}/v1/traces", content=json.dumps(spans), headers=_headers(content_type="application/json")
+        f"{standin.url}/v1/traces",
+        content=json.dumps(spans),
+        headers=_headers(content_type="application/json"),
     )
     assert (response.status_code, response.json()) == (200, {})
     [row] = standin.query("SELECT * FROM spans")
@@ -256,7 +264,9 @@ def test_otlp_json_with_hex_ids_enum_names_and_string_int64(standin: StandInProc
                                 "severityNumber": "SEVERITY_NUMBER_ERROR",
                                 "traceId": "5b8efff798038103d269b633813fc60c",
                                 "spanId": "eee19b7ec3c1b174",
-                                "body": {"kvlistValue": {"values": [{"key": "msg", "value": {"stringValue": "x"}}]}},
+                                "body": {
+                                    "kvlistValue": {"values": [{"key": "msg", "value": {"stringValue": "x"}}]}
+                                },
                             }
                         ]
                     }
@@ -302,11 +312,15 @@ def test_each_token_picks_its_source(standin: StandInProcess) -> None:
 @pytest.mark.parametrize(
     "authorization", [None, "Bearer wrong", "Basic dG9rLWRlZmF1bHQ=", "tok-default", "Bearer"]
 )
-def test_missing_or_wrong_token_is_401_and_stores_nothing(standin: StandInProcess, authorization: str | None) -> None:
+def test_missing_or_wrong_token_is_401_and_stores_nothing(
+    standin: StandInProcess, authorization: str | None
+) -> None:
     headers = _headers(token=None)
     if authorization is not None:
         headers["Authorization"] = authorization
-    response = httpx.post(f"{standin.url}/v1/traces", content=_span_request().SerializeToString(), headers=headers)
+    response = httpx.post(
+        f"{standin.url}/v1/traces", content=_span_request().SerializeToString(), headers=headers
+    )
     assert (response.status_code, response.json()) == (401, {"message": "Unauthorized"})
     assert _counts(standin)["spans"] == 0
     assert standin.query("SELECT status FROM requests") == [{"status": 401}]
@@ -366,7 +380,12 @@ def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
     [
         (b"\xff\xff\xff", PROTOBUF, None, "not an OTLP protobuf traces request"),
         (b"{not json", "application/json", None, "not valid JSON"),
-        (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}', "application/json", None, "not hex"),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz"}]}]}]}',
+            "application/json",
+            None,
+            "not hex",
+        ),
         (b'{"resourceSpans": "nope"}', "application/json", None, "not an OTLP/JSON traces request"),
         (b"plain bytes", PROTOBUF, "gzip", "not valid gzip"),
         (gzip.compress(b"x" * 1000)[:-30], PROTOBUF, "gzip", "truncated"),
@@ -388,7 +407,9 @@ def test_undecodable_body_is_400_with_a_reason(
 
 
 def test_unknown_content_type_is_415(standin: StandInProcess) -> None:
-    response = httpx.post(f"{standin.url}/v1/logs", content=b"hi", headers=_headers(content_type="text/plain"))
+    response = httpx.post(
+        f"{standin.url}/v1/logs", content=b"hi", headers=_headers(content_type="text/plain")
+    )
     assert response.status_code == 415
     assert "application/x-protobuf" in response.json()["message"]
 
@@ -434,7 +455,10 @@ def test_fault_stall_holds_each_request_then_stores_it(standin: StandInProcess) 
     standin.fault(stall=1.0, seconds=30)
     started = time.monotonic()
     response = httpx.post(
-        f"{standin.url}/v1/traces", content=_span_request().SerializeToString(), headers=_headers(), timeout=10
+        f"{standin.url}/v1/traces",
+        content=_span_request().SerializeToString(),
+        headers=_headers(),
+        timeout=10,
     )
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.9
@@ -505,7 +529,16 @@ def test_cli_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "pideai_otel.local.cli", "standin", "--port", str(port), "--db", str(tmp_path / "x.db")],
+            [
+                sys.executable,
+                "-m",
+                "pideai_otel.local.cli",
+                "standin",
+                "--port",
+                str(port),
+                "--db",
+                str(tmp_path / "x.db"),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -517,7 +550,16 @@ def test_cli_reports_a_busy_port_in_one_line(tmp_path: Path) -> None:
 
 def test_cli_rejects_a_malformed_source(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pideai_otel.local.cli", "standin", "--source", "default", "--db", str(tmp_path / "x.db")],
+        [
+            sys.executable,
+            "-m",
+            "pideai_otel.local.cli",
+            "standin",
+            "--source",
+            "default",
+            "--db",
+            str(tmp_path / "x.db"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -39,7 +39,9 @@ def _register_standin(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=4390, help="port, 0 for a free one (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=4390, help="port, 0 for a free one (default: %(default)s)"
+    )
     parser.add_argument(
         "--db", type=Path, default=None, help="SQLite file (default: $PIDEAI_OTEL_DATA_DIR/standin.sqlite3)"
     )
@@ -82,7 +84,11 @@ def run_standin(args: argparse.Namespace) -> int:
     db_path = args.db or standin.default_db_path()
     try:
         standin.serve(
-            host=args.host, port=args.port, db_path=db_path, sources=sources, max_body_bytes=args.max_body_bytes
+            host=args.host,
+            port=args.port,
+            db_path=db_path,
+            sources=sources,
+            max_body_bytes=args.max_body_bytes,
         )
     except OSError as exc:
         raise CommandError(
@@ -113,7 +119,10 @@ def _register_search(subparsers: Any) -> None:
         help="a running stand-in (default: $PIDEAI_STANDIN_URL or %(default)s)",
     )
     common.add_argument(
-        "--db", type=Path, default=None, help="database file if no stand-in answers (default: $PIDEAI_OTEL_DATA_DIR/standin.sqlite3)"
+        "--db",
+        type=Path,
+        default=None,
+        help="database file if no stand-in answers (default: $PIDEAI_OTEL_DATA_DIR/standin.sqlite3)",
     )
     common.add_argument("--json", action="store_true", help="machine output (JSON) on stdout")
 
@@ -128,10 +137,14 @@ def _register_search(subparsers: Any) -> None:
     filters.add_argument("--service", help="only this service (service.name)")
     filters.add_argument("--trace-id", help="only this trace")
     filters.add_argument("--source", help="only this stand-in source (e.g. default, errors)")
-    filters.add_argument("--since", help="from this time: ISO 8601 (UTC if no offset) or relative (15m, 2h, 1d)")
+    filters.add_argument(
+        "--since", help="from this time: ISO 8601 (UTC if no offset) or relative (15m, 2h, 1d)"
+    )
     filters.add_argument("--until", help="up to this time: ISO 8601 or relative")
     filters.add_argument("--text", help="text contained in the body / name / attributes")
-    filters.add_argument("--limit", type=int, default=100, help="at most this many, the most recent (default: %(default)s)")
+    filters.add_argument(
+        "--limit", type=int, default=100, help="at most this many, the most recent (default: %(default)s)"
+    )
 
     logs = kinds.add_parser("logs", parents=[common, filters], help="log records matching filters")
     logs.add_argument("--severity", help="minimum level: trace, debug, info, warn, error, fatal")
@@ -142,7 +155,7 @@ def _register_search(subparsers: Any) -> None:
     spans.set_defaults(func=run_search_spans)
 
     sql = kinds.add_parser("sql", parents=[common], help="one read-only SQL statement over the tables")
-    sql.add_argument("query", help="e.g. \"SELECT service, count(*) FROM spans GROUP BY 1\"")
+    sql.add_argument("query", help='e.g. "SELECT service, count(*) FROM spans GROUP BY 1"')
     sql.set_defaults(func=run_search_sql)
 
 
@@ -181,7 +194,18 @@ def run_search_trace(args: argparse.Namespace) -> int:
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit <= 0:
         raise CommandError(f"--limit {args.limit} must be positive")
-    keys = ("store_id", "user_id", "order_id", "service", "trace_id", "source", "since", "until", "text", "limit")
+    keys = (
+        "store_id",
+        "user_id",
+        "order_id",
+        "service",
+        "trace_id",
+        "source",
+        "since",
+        "until",
+        "text",
+        "limit",
+    )
     return {key: getattr(args, key) for key in keys}
 
 

@@ -138,7 +138,9 @@ class _HttpBackend:
         try:
             response = self._client.post(f"{self.url}/query", content=sql.encode("utf-8"))
         except httpx.HTTPError as exc:
-            raise SearchError(f"stand-in at {self.url} stopped answering ({exc}); retry, or pass --db") from None
+            raise SearchError(
+                f"stand-in at {self.url} stopped answering ({exc}); retry, or pass --db"
+            ) from None
         try:
             document = response.json()
         except ValueError:
@@ -255,7 +257,9 @@ class Searcher:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """Spans matching every given filter: the most recent `limit`, oldest first."""
-        where = _common_filters(store_id, user_id, order_id, service, trace_id, source, "start_ns", since, until)
+        where = _common_filters(
+            store_id, user_id, order_id, service, trace_id, source, "start_ns", since, until
+        )
         if status is not None:
             if status.strip().lower() not in SPAN_STATUSES:
                 raise ValueError(f"status {status!r} is not one of unset, ok, error")
@@ -263,7 +267,8 @@ class Searcher:
         if text:
             needle = quote(text.lower())
             where.append(
-                f"(instr(lower(name), {needle}) > 0 OR instr(lower(coalesce(status_message, '')), {needle}) > 0"
+                f"(instr(lower(name), {needle}) > 0"
+                f" OR instr(lower(coalesce(status_message, '')), {needle}) > 0"
                 f" OR instr(lower(attributes), {needle}) > 0)"
             )
         spans = self._dicts(_select("spans", where, "start_ns", limit))
@@ -288,7 +293,9 @@ class Searcher:
     ) -> list[dict[str, Any]]:
         """Log records matching every given filter (severity is a minimum level): the most recent
         `limit`, oldest first."""
-        where = _common_filters(store_id, user_id, order_id, service, trace_id, source, "time_ns", since, until)
+        where = _common_filters(
+            store_id, user_id, order_id, service, trace_id, source, "time_ns", since, until
+        )
         if severity is not None:
             where.append(f"severity_number >= {severity_number(severity)}")
         if text:
@@ -348,7 +355,10 @@ def _select(table: str, where: list[str], time_column: str, limit: int) -> str:
     if limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    latest = f"SELECT rowid AS _row, * FROM {table}{clause} ORDER BY {time_column} DESC, rowid DESC LIMIT {int(limit)}"
+    latest = (
+        f"SELECT rowid AS _row, * FROM {table}{clause}"
+        f" ORDER BY {time_column} DESC, rowid DESC LIMIT {int(limit)}"
+    )
     # Keep the most recent `limit`, shown oldest first, like a log tail.
     return f"SELECT * FROM ({latest}) ORDER BY {time_column}, _row"
 
@@ -363,7 +373,7 @@ def build_tree(trace_id: str, spans: list[dict[str, Any]], logs: list[dict[str, 
     nodes: dict[str, dict[str, Any]] = {}
     duplicates = 0
     for span in spans:
-        span_id = span.get("span_id")
+        span_id = span.get("span_id") or ""
         if span_id in nodes:
             duplicates += 1
             continue
@@ -382,7 +392,10 @@ def build_tree(trace_id: str, spans: list[dict[str, Any]], logs: list[dict[str, 
     times = [r["time_ns"] for r in logs if r.get("time_ns")]
     first = min(starts + times) if starts or times else None
     duration_ms = (max(ends) - min(starts)) / 1e6 if starts and ends else None
-    services = sorted({s["service"] for s in nodes.values() if s.get("service")} | {r["service"] for r in logs if r.get("service")})
+    services = sorted(
+        {s["service"] for s in nodes.values() if s.get("service")}
+        | {r["service"] for r in logs if r.get("service")}
+    )
     return {
         "trace_id": trace_id,
         "start": iso(first),
@@ -438,7 +451,12 @@ def _span_line(span: dict[str, Any], indent: str) -> str:
     status = str(span.get("status_code") or "UNSET")
     if span.get("status_message"):
         status += f": {_clip(span['status_message'], 80)}"
-    parts = [str(span.get("service") or "-"), _clip(span.get("name"), 80), _ms(span.get("duration_ms")), status]
+    parts = [
+        str(span.get("service") or "-"),
+        _clip(span.get("name"), 80),
+        _ms(span.get("duration_ms")),
+        status,
+    ]
     if span.get("store_id"):
         parts.append(f"store_id={span['store_id']}")
     return f"{indent}{' | '.join(parts)}\n"
@@ -461,9 +479,10 @@ def _render(
 
 def format_trace(tree: dict[str, Any]) -> str:
     """The tree as indented text: `service | span | duration | status`, logs under their span."""
+    services = ", ".join(tree["services"]) or "-"
     header = (
         f"trace {tree['trace_id']}  {tree.get('start') or ''}  {tree['span_count']} spans, "
-        f"{tree['log_count']} logs, {_ms(tree.get('duration_ms'))}, services: {', '.join(tree['services']) or '-'}"
+        f"{tree['log_count']} logs, {_ms(tree.get('duration_ms'))}, services: {services}"
     )
     if tree.get("duplicates"):
         header += f" ({tree['duplicates']} duplicate span rows hidden)"
@@ -514,18 +533,24 @@ def format_spans(spans: Sequence[dict[str, Any]]) -> str:
 # --- one-call helpers ------------------------------------------------------------------------
 
 
-def trace(trace_id: str, *, url: str | None = DEFAULT_URL, db_path: Path | str | None = None) -> dict[str, Any] | None:
+def trace(
+    trace_id: str, *, url: str | None = DEFAULT_URL, db_path: Path | str | None = None
+) -> dict[str, Any] | None:
     """The trace tree (see `Searcher.trace`), or None when no span or log has this id."""
     with connect(url, db_path) as searcher:
         return searcher.trace(trace_id)
 
 
-def find_spans(*, url: str | None = DEFAULT_URL, db_path: Path | str | None = None, **filters: Any) -> list[dict[str, Any]]:
+def find_spans(
+    *, url: str | None = DEFAULT_URL, db_path: Path | str | None = None, **filters: Any
+) -> list[dict[str, Any]]:
     with connect(url, db_path) as searcher:
         return searcher.find_spans(**filters)
 
 
-def find_logs(*, url: str | None = DEFAULT_URL, db_path: Path | str | None = None, **filters: Any) -> list[dict[str, Any]]:
+def find_logs(
+    *, url: str | None = DEFAULT_URL, db_path: Path | str | None = None, **filters: Any
+) -> list[dict[str, Any]]:
     with connect(url, db_path) as searcher:
         return searcher.find_logs(**filters)
 

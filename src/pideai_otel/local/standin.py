@@ -24,12 +24,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -80,25 +80,34 @@ class Fault:
 
     def describe(self) -> dict[str, Any]:
         left = None if self.until is None else max(0.0, round(self.until - time.monotonic(), 3))
-        return {"status": self.status, "retry_after": self.retry_after, "stall": self.stall, "seconds_left": left}
+        return {
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "stall": self.stall,
+            "seconds_left": left,
+        }
 
 
 def parse_fault(document: Any) -> Fault | None:
     """Validate a /_standin/fault body; `{}` means clear."""
     if not isinstance(document, dict):
-        raise ValueError("fault must be a JSON object, e.g. {\"status\": 503, \"seconds\": 60}")
+        raise ValueError('fault must be a JSON object, e.g. {"status": 503, "seconds": 60}')
     unknown = set(document) - {"status", "retry_after", "stall", "seconds"}
     if unknown:
         raise ValueError(f"unknown fault keys {sorted(unknown)}; use status, retry_after, stall, seconds")
     if not document:
         return None
     status = document.get("status")
-    if status is not None and (not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599):
+    if status is not None and (
+        not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599
+    ):
         raise ValueError(f"status must be an HTTP error code 400-599, got {status!r}")
     numbers: dict[str, float | None] = {}
     for key in ("retry_after", "stall", "seconds"):
         value = document.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
             raise ValueError(f"{key} must be a number of seconds >= 0, got {value!r}")
         numbers[key] = None if value is None else float(value)
     if status is None and numbers["stall"] is None:
@@ -181,7 +190,9 @@ class StandIn:
         encoding = request.headers.get("content-encoding", "")
         source = self._source_for(request.headers.get("authorization"))
 
-        async def answer(status: int, body: dict[str, Any], size: int = 0, **headers: str) -> Response:
+        async def answer(
+            status: int, body: dict[str, Any], size: int = 0, headers: dict[str, str] | None = None
+        ) -> Response:
             row = store.request_row(
                 source, path, status, content_type, encoding, size, received_ns, error=body.get("message")
             )
@@ -199,7 +210,9 @@ class StandIn:
                 headers = {}
                 if fault.retry_after is not None:
                     headers["Retry-After"] = str(math.ceil(fault.retry_after))
-                return await answer(fault.status, {"message": f"injected fault: HTTP {fault.status}"}, **headers)
+                return await answer(
+                    fault.status, {"message": f"injected fault: HTTP {fault.status}"}, headers=headers
+                )
         if source is None:
             return await answer(401, {"message": "Unauthorized"})
         declared = request.headers.get("content-length")
@@ -216,7 +229,14 @@ class StandIn:
         loop = asyncio.get_running_loop()
         try:
             rows = await loop.run_in_executor(
-                self._decode_pool, self._decode, signal_name, body, content_type, encoding, source, received_ns
+                self._decode_pool,
+                self._decode,
+                signal_name,
+                body,
+                content_type,
+                encoding,
+                source,
+                received_ns,
             )
         except store.TooLarge as exc:
             return await answer(413, {"message": f"Payload Too Large: {exc}"}, len(body))
@@ -237,7 +257,7 @@ class StandIn:
 
     def _decode(
         self, signal_name: str, body: bytes, content_type: str, encoding: str, source: str, received_ns: int
-    ) -> list[tuple]:
+    ) -> list[store.Row]:
         """Runs on a decode thread (SQLite releases the GIL, so decoding overlaps the writer)."""
         raw = store.inflate(body, encoding, self.max_inflated_bytes)
         return store.decode_rows(signal_name, raw, content_type, source, received_ns)
@@ -284,7 +304,9 @@ class StandIn:
 
     def read_stats(self) -> dict[str, Any]:
         """Counts from the database itself, so they survive restarts and match what is stored."""
-        records: dict[str, dict[str, int]] = {name: {"spans": 0, "logs": 0, "metrics": 0} for name in self.sources}
+        records: dict[str, dict[str, int]] = {
+            name: {"spans": 0, "logs": 0, "metrics": 0} for name in self.sources
+        }
         requests: dict[str, dict[str, dict[str, int]]] = {}
         responses: dict[str, int] = {}
         with contextlib.closing(store.open_reader(self.db_path)) as conn:
@@ -349,7 +371,9 @@ def serve(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
     """Run the stand-in in the foreground until SIGINT/SIGTERM."""
-    standin = StandIn(db_path or default_db_path(), sources or default_sources(), max_body_bytes=max_body_bytes)
+    standin = StandIn(
+        db_path or default_db_path(), sources or default_sources(), max_body_bytes=max_body_bytes
+    )
     sock = bind(host, port)
     bound_port = sock.getsockname()[1]
 
@@ -488,12 +512,14 @@ class StandInProcess:
         """Inject a fault, e.g. `fault(status=503, seconds=60)`; `fault()` clears it."""
         response = self._client.post(f"{self.url}/_standin/fault", json=fault)
         response.raise_for_status()
-        return response.json()
+        result: dict[str, Any] = response.json()
+        return result
 
     def stats(self) -> dict[str, Any]:
         response = self._client.get(f"{self.url}/_standin/stats")
         response.raise_for_status()
-        return response.json()
+        result: dict[str, Any] = response.json()
+        return result
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         response = self._client.post(f"{self.url}/query", content=sql.encode())

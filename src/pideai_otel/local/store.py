@@ -19,7 +19,6 @@ Row conventions (other tests rely on them):
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import sqlite3
 import time
@@ -32,6 +31,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as _ProtoDecodeError
+from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -41,6 +41,7 @@ SCHEMA_VERSION = 1
 SIGNALS = ("traces", "logs", "metrics")
 TABLE_FOR_SIGNAL = {"traces": "spans", "logs": "logs", "metrics": "metrics"}
 TENANT_KEYS = ("store_id", "user_id", "order_id")
+Row = tuple[Any, ...]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -133,7 +134,7 @@ def inflate(body: bytes, encoding: str, max_bytes: int) -> bytes:
     return out
 
 
-_REQUEST_TYPES = {
+_REQUEST_TYPES: dict[str, type[Message]] = {
     "traces": ExportTraceServiceRequest,
     "logs": ExportLogsServiceRequest,
     "metrics": ExportMetricsServiceRequest,
@@ -260,8 +261,8 @@ class _Resource:
 # --- rows ----------------------------------------------------------------------------------
 
 
-def span_rows(request: ExportTraceServiceRequest, source: str, received_ns: int) -> list[tuple]:
-    rows: list[tuple] = []
+def span_rows(request: ExportTraceServiceRequest, source: str, received_ns: int) -> list[Row]:
+    rows: list[Row] = []
     append = rows.append
     for resource_spans in request.resource_spans:
         res = _Resource.of(resource_spans.resource)
@@ -310,8 +311,8 @@ def span_rows(request: ExportTraceServiceRequest, source: str, received_ns: int)
     return rows
 
 
-def log_rows(request: ExportLogsServiceRequest, source: str, received_ns: int) -> list[tuple]:
-    rows: list[tuple] = []
+def log_rows(request: ExportLogsServiceRequest, source: str, received_ns: int) -> list[Row]:
+    rows: list[Row] = []
     append = rows.append
     for resource_logs in request.resource_logs:
         res = _Resource.of(resource_logs.resource)
@@ -355,8 +356,14 @@ def _histogram_info(point: Any, kind: str) -> dict[str, Any]:
     elif kind == "exponential_histogram":
         info["scale"] = point.scale
         info["zero_count"] = point.zero_count
-        info["positive"] = {"offset": point.positive.offset, "bucket_counts": list(point.positive.bucket_counts)}
-        info["negative"] = {"offset": point.negative.offset, "bucket_counts": list(point.negative.bucket_counts)}
+        info["positive"] = {
+            "offset": point.positive.offset,
+            "bucket_counts": list(point.positive.bucket_counts),
+        }
+        info["negative"] = {
+            "offset": point.negative.offset,
+            "bucket_counts": list(point.negative.bucket_counts),
+        }
     if kind != "summary":
         if point.HasField("min"):
             info["min"] = point.min
@@ -367,8 +374,8 @@ def _histogram_info(point: Any, kind: str) -> dict[str, Any]:
     return info
 
 
-def metric_rows(request: ExportMetricsServiceRequest, source: str, received_ns: int) -> list[tuple]:
-    rows: list[tuple] = []
+def metric_rows(request: ExportMetricsServiceRequest, source: str, received_ns: int) -> list[Row]:
+    rows: list[Row] = []
     for resource_metrics in request.resource_metrics:
         res = _Resource.of(resource_metrics.resource)
         for scope_metrics in resource_metrics.scope_metrics:
@@ -383,7 +390,9 @@ def metric_rows(request: ExportMetricsServiceRequest, source: str, received_ns: 
                         value = float(getattr(point, number)) if number else None
                     else:
                         value = point.sum if kind == "summary" or point.HasField("sum") else None
-                        attrs["_summary" if kind == "summary" else "_histogram"] = _histogram_info(point, kind)
+                        attrs["_summary" if kind == "summary" else "_histogram"] = _histogram_info(
+                            point, kind
+                        )
                     rows.append(
                         (
                             source,
@@ -404,7 +413,7 @@ def metric_rows(request: ExportMetricsServiceRequest, source: str, received_ns: 
 _ROW_BUILDERS = {"traces": span_rows, "logs": log_rows, "metrics": metric_rows}
 
 
-def decode_rows(signal: str, body: bytes, content_type: str, source: str, received_ns: int) -> list[tuple]:
+def decode_rows(signal: str, body: bytes, content_type: str, source: str, received_ns: int) -> list[Row]:
     """Decode one (already inflated) request body into rows for the signal's table."""
     return _ROW_BUILDERS[signal](parse_request(signal, body, content_type), source, received_ns)
 
@@ -424,7 +433,9 @@ def open_writer(path: Path) -> sqlite3.Connection:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version not in (0, SCHEMA_VERSION):
         conn.close()
-        raise RuntimeError(f"{path} has schema version {version}, expected {SCHEMA_VERSION}; use a new --db file")
+        raise RuntimeError(
+            f"{path} has schema version {version}, expected {SCHEMA_VERSION}; use a new --db file"
+        )
     conn.executescript(_SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return conn
@@ -437,7 +448,7 @@ class Writer:
         self.path = path
         self._conn = open_writer(path)
 
-    def store(self, signal: str, rows: Sequence[tuple], request: tuple) -> None:
+    def store(self, signal: str, rows: Sequence[Row], request: Row) -> None:
         """Insert the rows and the request record, committed before returning."""
         conn = self._conn
         conn.execute("BEGIN")
@@ -450,7 +461,7 @@ class Writer:
             conn.execute("ROLLBACK")
             raise
 
-    def record_request(self, request: tuple) -> None:
+    def record_request(self, request: Row) -> None:
         self._conn.execute(_INSERT_REQUEST, request)
 
     def close(self) -> None:
@@ -467,7 +478,7 @@ def request_row(
     received_ns: int,
     records: int | None = None,
     error: str | None = None,
-) -> tuple:
+) -> Row:
     return (source, path, status, content_type, encoding, size, received_ns, records, error)
 
 
@@ -547,4 +558,3 @@ def run_query(conn: sqlite3.Connection, sql: str, timeout_s: float = 30.0) -> Qu
     finally:
         conn.set_progress_handler(None, 0)
     return QueryResult(columns, rows)
-
