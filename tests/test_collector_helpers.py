@@ -224,11 +224,12 @@ def wait_for_ids(
 
 def report(label: str, expected: set[str], stored: list[str]) -> tuple[int, int]:
     """Print sent / arrived / missing / duplicate counts; return (missing, duplicates)."""
-    distinct = set(stored)
+    ours = [tid for tid in stored if tid in expected]
+    distinct = set(ours)
     missing = len(expected - distinct)
-    duplicates = len(stored) - len(distinct)
+    duplicates = len(ours) - len(distinct)
     print(
-        f"{label}: sent {len(expected)}, stored rows {len(stored)}, distinct {len(distinct & expected)}, "
+        f"{label}: sent {len(expected)}, stored rows {len(ours)}, distinct {len(distinct)}, "
         f"missing {missing}, duplicates {duplicates}"
     )
     return missing, duplicates
