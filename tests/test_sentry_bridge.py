@@ -25,7 +25,7 @@ from opentelemetry.sdk._logs.export import (
     SimpleLogRecordProcessor,
 )
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -66,7 +66,8 @@ class Capture:
                 for metric in scope_metrics.metrics:
                     if metric.name == name:
                         for point in metric.data.data_points:
-                            points[tuple(sorted(point.attributes.items()))] = point.value
+                            assert isinstance(point, NumberDataPoint)
+                            points[tuple(sorted((point.attributes or {}).items()))] = int(point.value)
         return points
 
     def wait_for_records(self, count: int, timeout: float = 10.0) -> Sequence[ReadableLogRecord]:
@@ -264,7 +265,7 @@ def test_concurrent_retries_still_yield_one_record(capture: Capture) -> None:
 
 def _bad_requests() -> Iterator[tuple[str, int, bytes, dict[str, str]]]:
     body, good = signed_error(trace_id=TRACE_ID)
-    without = lambda name: {k: v for k, v in good.items() if k != name}  # noqa: E731
+    without = lambda name: {k: v for k, v in good.items() if k != name}
 
     yield "no signature", 401, body, without("Sentry-Hook-Signature")
     yield "empty signature", 401, body, {**good, "Sentry-Hook-Signature": ""}

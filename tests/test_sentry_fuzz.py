@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pideai_otel.sentry.testing import (
-    encode,
     error_event,
     error_payload,
     sign,
@@ -219,7 +218,7 @@ def test_cli_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SENTRY_CLIENT_SECRET"}
     result = subprocess.run(
         [CLI, "sentry-bridge", "--port", "0"],
-        env={**env, "OTEL_SDK_DISABLED": "true"}, capture_output=True, text=True, timeout=30,
+        env={**env, "OTEL_SDK_DISABLED": "true"}, capture_output=True, text=True, timeout=30, check=False,
     )
     assert result.returncode == 2
     assert "SENTRY_CLIENT_SECRET" in result.stderr

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["BridgeConfig", "ENV_CLIENT_SECRET", "ENV_LEGACY_TOKEN"]
+__all__ = ["ENV_CLIENT_SECRET", "ENV_LEGACY_TOKEN", "BridgeConfig"]
 
 ENV_CLIENT_SECRET = "SENTRY_CLIENT_SECRET"
 ENV_LEGACY_TOKEN = "SENTRY_LEGACY_TOKEN"

@@ -13,7 +13,7 @@ __all__ = ["Deduper"]
 class Deduper:
     """`first_time(key)` is True once per key per TTL; at most `max_entries` keys are remembered."""
 
-    __slots__ = ("_ttl", "_max", "_clock", "_seen", "_lock")
+    __slots__ = ("_clock", "_lock", "_max", "_seen", "_ttl")
 
     def __init__(self, ttl_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl_s

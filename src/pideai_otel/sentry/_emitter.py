@@ -9,7 +9,7 @@ from ._mapping import to_log_fields
 from ._payload import Delivery
 from ._stats import BridgeStats
 
-__all__ = ["Emitter", "LOGGER_NAME", "EVENTS_METRIC", "REJECTED_METRIC"]
+__all__ = ["EVENTS_METRIC", "LOGGER_NAME", "REJECTED_METRIC", "Emitter"]
 
 LOGGER_NAME = "pideai_otel.sentry"
 EVENTS_METRIC = "pideai.sentry.events"
@@ -17,7 +17,7 @@ REJECTED_METRIC = "pideai.sentry.rejected"
 
 
 class Emitter:
-    __slots__ = ("_logger", "_events", "_rejected", "stats")
+    __slots__ = ("_events", "_logger", "_rejected", "stats")
 
     def __init__(
         self,
@@ -59,6 +59,6 @@ class Emitter:
             correlated = "correlated" if fields.correlated else "uncorrelated"
             self.stats.add(f"emitted.{correlated}.{delivery.resource}")
             self._events.add(1, {"correlated": fields.correlated, "resource": delivery.resource})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - telemetry must never fail the server
             self.stats.add("emit_errors")  # tests assert this stays 0
             report("sentry.emit", f"sentry bridge could not emit a record: {type(exc).__name__}: {exc}")

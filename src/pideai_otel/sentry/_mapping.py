@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry._logs import SeverityNumber
@@ -111,7 +111,7 @@ def _timestamp_ns(event: dict[str, Any] | None, received_ns: int) -> int:
             try:
                 parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
                 # Sentry writes UTC; a naive string would otherwise be read as local time.
-                seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+                seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
             except (ValueError, OverflowError):
                 seconds = None
     if seconds is None or not 0 < seconds < 4_102_444_800:  # before 2100
@@ -123,7 +123,7 @@ def _tags(event: dict[str, Any] | None) -> dict[str, str]:
     raw = _get(event, "tags")
     pairs: list[tuple[Any, Any]] = []
     if isinstance(raw, list):
-        pairs = [tuple(item[:2]) for item in raw if isinstance(item, (list, tuple)) and len(item) >= 2]  # type: ignore[misc]
+        pairs = [(item[0], item[1]) for item in raw if isinstance(item, (list, tuple)) and len(item) >= 2]
     elif isinstance(raw, dict):
         pairs = list(raw.items())
     tags: dict[str, str] = {}

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Delivery", "PayloadError", "KNOWN_RESOURCES", "parse_delivery", "parse_legacy"]
+__all__ = ["KNOWN_RESOURCES", "Delivery", "PayloadError", "parse_delivery", "parse_legacy"]
 
 KNOWN_RESOURCES = frozenset({"error", "event_alert", "issue"})
 

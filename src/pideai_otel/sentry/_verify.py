@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -70,7 +71,7 @@ def timestamp_fresh(header: str | None, tolerance_s: float, now: float | None = 
         sent = float(header.strip())
     except ValueError:
         return False
-    if sent != sent:  # NaN
+    if math.isnan(sent):
         return False
     current = time.time() if now is None else now
     return abs(current - sent) <= tolerance_s
