@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 from collections.abc import Iterable
+from typing import Protocol
 
 from opentelemetry import baggage, trace
 from opentelemetry.context import Context
@@ -32,10 +34,26 @@ def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
     return _BEARER.sub(f"Bearer {REDACTED_TOKEN}", text)
 
 
+class _OrderScope(Protocol):
+    order_id: str
+    store_id: str | None
+
+
+# The order pipeline in force (set by orders.order_pipeline), so that a WhatsApp send or a payment
+# inside it knows its order and store without being told.
+current_order_scope: contextvars.ContextVar[_OrderScope | None] = contextvars.ContextVar("pideai_order", default=None)
+
+
 def tenant_value(key: str, explicit: str | None = None, ctx: Context | None = None) -> str | None:
-    """An explicit value, else the tenant key from W3C baggage (where `tenant_context` puts it)."""
+    """An explicit value, else the enclosing order pipeline's, else the tenant key from W3C baggage
+    (where `tenant_context` puts it)."""
     if explicit is not None:
         return str(explicit)
+    order = current_order_scope.get()
+    if order is not None and key in ("order_id", "store_id"):
+        found = getattr(order, key)
+        if found is not None:
+            return str(found)
     value = baggage.get_baggage(key, ctx)
     return None if value is None else str(value)
 

@@ -31,7 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from pideai_otel._diagnostics import guarded
 
-from ._common import SCOPE, Stopwatch, qualified_name, tenant_value
+from ._common import SCOPE, Stopwatch, current_order_scope, qualified_name, tenant_value
 from .metrics import domain_metrics
 
 __all__ = ["ORDER_STEPS", "OrderPipeline", "OrderStep", "order_pipeline", "order_step", "current_order"]
@@ -41,12 +41,13 @@ ORDER_STEPS: tuple[str, ...] = ("placed", "validated", "paid", "stored", "notifi
 FAILED = "failed"
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_current: contextvars.ContextVar[OrderPipeline | None] = contextvars.ContextVar("pideai_order", default=None)
+_current = current_order_scope
 
 
 def current_order() -> OrderPipeline | None:
     """The pipeline in force here, if any."""
-    return _current.get()
+    found = _current.get()
+    return found if isinstance(found, OrderPipeline) else None
 
 
 class OrderPipeline:
@@ -67,7 +68,7 @@ class OrderPipeline:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
         self._span: trace.Span = trace.INVALID_SPAN
-        self._tokens: tuple[object, contextvars.Token[OrderPipeline | None]] | None = None
+        self._tokens: tuple[object, contextvars.Token[Any]] | None = None
         self._watch = Stopwatch()
 
     @property
@@ -168,7 +169,7 @@ class OrderStep:
         if self._entered:
             raise RuntimeError("an OrderStep is entered once; call order_step(...) again")
         self._entered = True
-        pipeline = self._pipeline = _current.get()
+        pipeline = self._pipeline = current_order()
         order_id = self._order_id or (pipeline.order_id if pipeline else None) or tenant_value("order_id")
         store_id = self._store_id or (pipeline.store_id if pipeline else None) or tenant_value("store_id")
         self._order_id, self._store_id = order_id, store_id

@@ -250,14 +250,31 @@ class SQLiteLinkStore:
             return bool(inserted)
 
     def _after_write(self) -> None:
+        # Pruning costs a scan of the index: do it every 256 writes, so the table may briefly
+        # exceed max_entries by that much.
         self._writes += 1
-        if self._writes % 256 == 1:
-            self._db.execute("DELETE FROM whatsapp_message_links WHERE created < ?", (time.time() - self._max_age,))
-            self._db.execute(
-                "DELETE FROM whatsapp_message_links WHERE message_id IN ("
-                " SELECT message_id FROM whatsapp_message_links ORDER BY created DESC LIMIT -1 OFFSET ?)",
-                (self._max,),
-            )
+        if self._writes % 256 == 0:
+            self._prune()
+
+    def prune(self) -> int:
+        """Drop links past max_age_seconds and beyond max_entries (oldest first); returns how many."""
+        with self._lock:
+            return self._prune()
+
+    def _prune(self) -> int:
+        removed = self._db.execute(
+            "DELETE FROM whatsapp_message_links WHERE created < ?", (time.time() - self._max_age,)
+        ).rowcount
+        removed += self._db.execute(
+            "DELETE FROM whatsapp_message_links WHERE message_id IN ("
+            " SELECT message_id FROM whatsapp_message_links ORDER BY created DESC LIMIT -1 OFFSET ?)",
+            (self._max,),
+        ).rowcount
+        return removed
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM whatsapp_message_links").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
