@@ -406,6 +406,17 @@ def test_undecodable_body_is_400_with_a_reason(
     assert request["status"] == 400 and fragment in request["error"]
 
 
+def test_wrong_path_is_404_and_recorded(standin: StandInProcess) -> None:
+    for path in ("/v1/trace", "/v2/traces"):
+        response = httpx.post(f"{standin.url}{path}", content=b"", headers=_headers())
+        assert response.status_code == 404
+    rows = standin.query("SELECT source, path, status FROM requests ORDER BY rowid")
+    assert rows == [
+        {"source": "default", "path": "/v1/trace", "status": 404},
+        {"source": "default", "path": "/v2/traces", "status": 404},
+    ]
+
+
 def test_unknown_content_type_is_415(standin: StandInProcess) -> None:
     response = httpx.post(
         f"{standin.url}/v1/logs", content=b"hi", headers=_headers(content_type="text/plain")

@@ -130,6 +130,10 @@ def _is_loopback(host: str | None) -> bool:
         return host == "localhost"
 
 
+def _loopback_only() -> Response:
+    return JSONResponse({"message": "query and control hooks answer loopback clients only"}, status_code=403)
+
+
 class StandIn:
     """The ASGI application and its state (tokens, fault, writer thread)."""
 
@@ -161,6 +165,7 @@ class StandIn:
                 Route("/_standin/fault", self._set_fault, methods=["POST"]),
                 Route("/_standin/stats", self._stats, methods=["GET"]),
                 Route("/_standin/health", self._health, methods=["GET"]),
+                Route("/{path:path}", self._not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             ],
             lifespan=self._lifespan,
         )
@@ -272,7 +277,26 @@ class StandIn:
 
     # --- query and control -----------------------------------------------------------------
 
+    async def _not_found(self, request: Request) -> Response:
+        # Recorded, so a misconfigured exporter (wrong path) shows up in the requests table.
+        declared = request.headers.get("content-length", "")
+        row = store.request_row(
+            self._source_for(request.headers.get("authorization")),
+            request.url.path,
+            404,
+            request.headers.get("content-type"),
+            request.headers.get("content-encoding"),
+            int(declared) if declared.isdigit() else 0,
+            time.time_ns(),
+            error="Not Found",
+        )
+        assert self._writer is not None
+        await self._write(self._writer.record_request, row)
+        return JSONResponse({"message": "Not Found"}, status_code=404)
+
     async def _query(self, request: Request) -> Response:
+        if not _is_loopback(request.client.host if request.client else None):
+            return _loopback_only()
         sql = (await request.body()).decode("utf-8", errors="replace")
 
         def run() -> store.QueryResult:
@@ -287,7 +311,7 @@ class StandIn:
 
     async def _set_fault(self, request: Request) -> Response:
         if not _is_loopback(request.client.host if request.client else None):
-            return JSONResponse({"message": "control hooks answer loopback clients only"}, status_code=403)
+            return _loopback_only()
         try:
             self.fault = parse_fault(json.loads(await request.body() or b"{}"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -296,7 +320,7 @@ class StandIn:
 
     async def _stats(self, request: Request) -> Response:
         if not _is_loopback(request.client.host if request.client else None):
-            return JSONResponse({"message": "control hooks answer loopback clients only"}, status_code=403)
+            return _loopback_only()
         stats = await asyncio.get_running_loop().run_in_executor(self._read_pool, self.read_stats)
         fault = self.fault
         stats["fault"] = fault.describe() if fault is not None and fault.active() else None
