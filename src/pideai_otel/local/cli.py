@@ -169,8 +169,17 @@ def _searcher(args: argparse.Namespace) -> Any:
 
 
 def _print_json(value: Any) -> None:
-    json.dump(value, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    _emit(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _emit(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Output piped into `head` and the reader left: not an error. Point stdout at devnull
+        # so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def run_search_trace(args: argparse.Namespace) -> int:
@@ -187,7 +196,7 @@ def run_search_trace(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(tree)
     else:
-        sys.stdout.write(search.format_trace(tree))
+        _emit(search.format_trace(tree))
     return 0
 
 
@@ -220,7 +229,7 @@ def run_search_logs(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(records)
     else:
-        sys.stdout.write(search.format_logs(records))
+        _emit(search.format_logs(records))
     return 0
 
 
@@ -235,7 +244,7 @@ def run_search_spans(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(spans)
     else:
-        sys.stdout.write(search.format_spans(spans))
+        _emit(search.format_spans(spans))
     return 0
 
 
@@ -250,7 +259,7 @@ def run_search_sql(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result.to_json())
     else:
-        sys.stdout.write(search.format_table(result.columns, result.rows))
+        _emit(search.format_table(result.columns, result.rows))
     return 0
 
 
