@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 
-from opentelemetry import baggage
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -47,6 +47,11 @@ def tenant_context(**values: Any) -> Iterator[Mapping[str, str]]:
         raise ValueError(f"unknown tenant key(s) {sorted(unknown)}; allowed: {', '.join(TENANT_KEYS)}")
     new = {key: str(value) for key, value in values.items() if value is not None}
     merged = MappingProxyType({**_current.get(), **new})
+    # The span already running (typically the request's server span, started before the handler
+    # knew the store) gets the keys too, so the whole request is findable by tenant.
+    active = trace.get_current_span()
+    if new and active.is_recording():
+        active.set_attributes(new)
     ctx = otel_context.get_current()
     for key, value in new.items():
         ctx = baggage.set_baggage(key, value, ctx)

@@ -64,6 +64,8 @@ class TelemetryMiddleware:
     """ASGI middleware for any framework (Starlette, FastAPI, plain ASGI)."""
 
     def __init__(self, app: Any, *, excluded_urls: str | None = None, **contrib_options: Any) -> None:
+        # One span per request: the per-message "http send/receive" spans add volume, not insight.
+        contrib_options.setdefault("exclude_spans", ["receive", "send"])
         self.app = OpenTelemetryMiddleware(_TenantAndErrors(app), excluded_urls=excluded_urls, **contrib_options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

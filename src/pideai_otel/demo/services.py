@@ -3,8 +3,8 @@
 storefront  POST /orders      the public API a browser calls (sends a traceparent)
    │  httpx
    ▼
-orders      POST /orders      validates, stores the order in SQLite, enhances the item image (Gemini),
-   │  httpx                   takes the payment, asks notifications to tell the customer
+orders      POST /orders      placed -> validated -> paid (payment gateway) -> stored (SQLite) ->
+   │  httpx                   image enhanced (Gemini) -> notified (asks notifications)
    ▼
 notifications POST /notify    sends the WhatsApp message; POST /webhooks/whatsapp takes status callbacks
 
@@ -31,11 +31,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import pideai_otel
-from pideai_otel.domain import orders as order_steps
-from pideai_otel.domain.gemini import AsyncGeminiImageClient, GeminiError
-from pideai_otel.domain.metrics import count_http_request
-from pideai_otel.domain.payments import AsyncPaymentClient, PaymentError
-from pideai_otel.domain.whatsapp import AsyncWhatsAppClient, WhatsAppError, handle_status_webhook
+from pideai_otel.domain import (
+    AsyncGeminiImageClient,
+    AsyncPaymentGatewayClient,
+    AsyncWhatsAppClient,
+    GeminiError,
+    PaymentError,
+    WhatsAppError,
+    WhatsAppStatusHandler,
+    count_http_request,
+    order_pipeline,
+    order_step,
+    webhook_endpoint,
+)
 
 log = logging.getLogger("pideai.demo")
 
@@ -125,12 +133,17 @@ class _OrderDB:
             db.execute("UPDATE orders SET status = ? WHERE order_id = ?", (status, order_id))
 
 
+class _StepFailed(Exception):
+    """A pipeline step could not complete; the order is marked failed at that step."""
+
+
 def orders_app() -> Starlette:
     db = _OrderDB(_env("db_path"))
     notifications_url = _env("notifications_url")
     client = httpx.AsyncClient(timeout=30.0)
-    gemini = AsyncGeminiImageClient(base_url=_env("gemini_url"), api_key=os.environ.get("GEMINI_API_KEY", "demo-gemini-key"))
-    payments = AsyncPaymentClient(base_url=_env("payments_url"), api_key=os.environ.get("PAYMENTS_API_KEY", "demo-pay-key"))
+    gemini = AsyncGeminiImageClient(base_url=_env("gemini_url"), api_key=os.environ.get("GEMINI_API_KEY", "demo-gemini-key"),
+                                    timeout=10.0)
+    payments = AsyncPaymentGatewayClient(base_url=_env("payments_url"), api_key=os.environ.get("PAYMENTS_API_KEY", "demo-pay-key"))
 
     async def create_order(request: Request) -> Response:
         body = await request.json()
@@ -138,37 +151,48 @@ def orders_app() -> Starlette:
         store_id = pideai_otel.current_tenant().get("store_id") or body.get("store_id")
         items = body.get("items") or []
         total = round(sum(float(i.get("price", 0)) * int(i.get("qty", 1)) for i in items), 2)
-        with pideai_otel.tenant_context(order_id=order_id), order_steps.order_pipeline(order_id, store_id=store_id) as pipeline:
-            with pipeline.step("validated"):
-                if total <= 0:
-                    raise order_steps.OrderFailed("validated", "order total must be positive")
-            with pipeline.step("stored"):
-                db.insert(order_id, store_id, pideai_otel.current_tenant().get("user_id"), "placed", total)
-                log.info("order stored", extra={"order.total": total, "order.items": len(items)})
-            first = items[0] if items else {}
+        with pideai_otel.tenant_context(order_id=order_id):
             try:
-                await gemini.enhance_image(
-                    prompt=f"Make the {first.get('name', 'dish')} look appetizing",
-                    image=b"\x89PNG demo image bytes", mime_type="image/png", model=body.get("model", "gemini-2.5-flash-image"),
-                    style=body.get("style", "studio"), aspect_ratio="1:1", menu_item_id=first.get("menu_item_id"),
-                )
-            except GeminiError as exc:  # an image is nice to have; the order goes on without it
-                log.warning("image enhancement failed: %s", exc.error_type)
-            with pipeline.step("paid"):
-                try:
-                    await payments.charge(amount=total, currency=body.get("currency", "USD"), reference=order_id)
-                except PaymentError as exc:
-                    raise order_steps.OrderFailed("paid", f"payment {exc.outcome}") from exc
-            with pipeline.step("notified"):
-                response = await client.post(f"{notifications_url}/notify",
-                                             json={"order_id": order_id, "phone": body.get("phone", "+584141234567")})
-                if response.status_code >= 400:
-                    raise order_steps.OrderFailed("notified", f"notifications answered {response.status_code}")
-            db.set_status(order_id, "completed")
+                with order_pipeline(order_id, store_id=store_id) as pipeline:
+                    await _run_pipeline(order_id, store_id, body, items, total)
+            except _StepFailed as exc:
+                log.error("order failed: %s", exc)
         if pipeline.failed:
             db.set_status(order_id, "failed")
             return JSONResponse({"order_id": order_id, "status": "failed", "step": pipeline.failed_step}, status_code=502)
         return JSONResponse({"order_id": order_id, "status": "completed", "total": total}, status_code=201)
+
+    async def _run_pipeline(order_id: str, store_id: str | None, body: dict[str, Any], items: list[dict[str, Any]],
+                            total: float) -> None:
+        with order_step("placed"):
+            log.info("order placed", extra={"order.items": len(items)})
+        with order_step("validated"):
+            if total <= 0:
+                raise _StepFailed("order total must be positive")
+        with order_step("paid"):
+            try:
+                await payments.charge(total, body.get("currency", "USD"), body.get("payment_source", "tok_demo_visa"),
+                                      order_id=order_id, store_id=store_id)
+            except PaymentError as exc:
+                raise _StepFailed(f"payment {exc.error_type}") from exc
+        with order_step("stored"):
+            db.insert(order_id, store_id or "unknown", pideai_otel.current_tenant().get("user_id"), "placed", total)
+            log.info("order stored", extra={"order.total": total})
+        first = items[0] if items else {}
+        try:  # an enhanced image is nice to have; the order goes on without it
+            await gemini.generate_image(
+                f"Make the {first.get('name', 'dish')} look appetizing", image=b"\x89PNG demo image",
+                image_mime_type="image/png", style=body.get("style", "studio"), aspect_ratio="1:1",
+                menu_item_id=first.get("menu_item_id"),
+            )
+        except GeminiError as exc:
+            log.warning("image enhancement failed: %s", exc.error_type)
+        with order_step("notified"):
+            response = await client.post(f"{notifications_url}/notify",
+                                         json={"order_id": order_id, "phone": body.get("phone", "+584141234567")})
+            if response.status_code >= 400:
+                raise _StepFailed(f"notifications answered {response.status_code}")
+        db.set_status(order_id, "completed")
 
     return Starlette(routes=[Route("/orders", create_order, methods=["POST"]), Route("/healthz", _health)])
 
@@ -181,21 +205,17 @@ def notifications_app() -> Starlette:
     async def notify(request: Request) -> Response:
         body = await request.json()
         try:
-            message_id = await whatsapp.send_text(to=body["phone"], text=f"Your order {body['order_id']} is confirmed",
-                                                  order_id=body["order_id"])
+            sent = await whatsapp.send_text(body["phone"], f"Your order {body['order_id']} is confirmed",
+                                            order_id=body["order_id"])
         except WhatsAppError as exc:
             log.error("whatsapp send failed: %s", exc)
             return JSONResponse({"error": "whatsapp send failed"}, status_code=502)
-        log.info("customer notified", extra={"messaging.message.id": message_id})
-        return JSONResponse({"message_id": message_id})
-
-    async def whatsapp_webhook(request: Request) -> Response:
-        handled = handle_status_webhook(await request.json())
-        return JSONResponse({"statuses": handled})
+        log.info("customer notified", extra={"messaging.message.id": sent.message_id})
+        return JSONResponse({"message_id": sent.message_id})
 
     return Starlette(routes=[
         Route("/notify", notify, methods=["POST"]),
-        Route("/webhooks/whatsapp", whatsapp_webhook, methods=["POST"]),
+        Route("/webhooks/whatsapp", webhook_endpoint(WhatsAppStatusHandler()), methods=["GET", "POST"]),
         Route("/healthz", _health),
     ])
 

@@ -80,7 +80,8 @@ class DemoStack:
     """Start everything, place orders, find them again."""
 
     def __init__(self, workdir: Path, *, standin_port: int = 0, standin_db: Path | None = None,
-                 service_env: Mapping[str, str] | None = None, with_collector: bool = True) -> None:
+                 service_env: Mapping[str, str] | None = None, with_collector: bool = True,
+                 collector_tokens: Mapping[str, str] | None = None) -> None:
         self.workdir = Path(workdir)
         self.log_dir = self.workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,7 @@ class DemoStack:
         self.standin = StandInProcess(self.workdir / "standin", sources=self.tokens, port=standin_port, db_path=standin_db)
         self.collector: CollectorProcess | None = None
         self._with_collector = with_collector
+        self._collector_tokens = dict(collector_tokens or self.tokens)
         self._service_env = dict(service_env or {})
         self.ports: dict[str, int] = {}
         self._procs: dict[str, _Proc] = {}
@@ -96,7 +98,7 @@ class DemoStack:
     def start(self) -> DemoStack:
         self.standin.start()
         if self._with_collector:
-            self.collector = CollectorProcess(self.workdir / "collector", standin_url=self.standin.url, tokens=self.tokens)
+            self.collector = CollectorProcess(self.workdir / "collector", standin_url=self.standin.url, tokens=self._collector_tokens)
             self.collector.start()
         for name in THIRD_PARTIES:
             self._spawn(name, [sys.executable, "-m", "pideai_otel.demo.thirdparty", name], "/_control/health")
@@ -125,8 +127,8 @@ class DemoStack:
             if name in self._procs:
                 self._procs[name].stop()
         if self.collector is not None:
-            self.collector.stop()
-        self.standin.stop()
+            self.collector.close()
+        self.standin.close()
 
     def __enter__(self) -> DemoStack:
         try:
@@ -153,7 +155,7 @@ class DemoStack:
     def _telemetry_env(self) -> dict[str, str]:
         env = {"OTEL_METRIC_EXPORT_INTERVAL": "1000", "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BLRP_SCHEDULE_DELAY": "200"}
         if self.collector is not None:
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://{self.collector.grpc_endpoint}"
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.collector.grpc_endpoint
             env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc"
         else:  # nothing listens here: the "collector down" case
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
