@@ -213,9 +213,16 @@ def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | 
 def settings_table_markdown() -> str:
     """The settings table as Markdown, for the README."""
     rows = ["| argument | environment | default | meaning |", "|---|---|---|---|"]
+    import logging
+
     for s in SETTINGS:
-        default = "" if s.default is None else s.default
-        if isinstance(default, tuple):
+        default: Any = s.default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        elif s.name == "log_level":
+            default = logging.getLevelName(default)
+        elif isinstance(default, tuple):
             default = ",".join(default)
-        rows.append(f"| `{s.name}` | {', '.join(f'`{v}`' for v in s.env)} | `{default}` | {s.doc} |")
+        shown = f"`{default}`" if default not in (None, {}) else "-"
+        rows.append(f"| `{s.name}` | {', '.join(f'`{v}`' for v in s.env)} | {shown} | {s.doc} |")
     return "\n".join(rows)
