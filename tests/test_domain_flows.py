@@ -74,7 +74,9 @@ class Capture:
 
     def metrics(self) -> dict[str, Any]:
         data = self.reader.get_metrics_data()
-        return {m.name: m for rm in (data.resource_metrics if data else ()) for sm in rm.scope_metrics for m in sm.metrics}
+        return {
+            m.name: m for rm in (data.resource_metrics if data else ()) for sm in rm.scope_metrics for m in sm.metrics
+        }
 
     def points(self, name: str) -> list[Any]:
         metric = self.metrics().get(name)
@@ -121,7 +123,13 @@ def test_pipeline_steps_are_child_spans_and_the_order_is_counted(cap: Capture) -
 
     (parent,) = cap.spans("process order")
     steps = [s for s in cap.spans() if s.name.startswith("order ")]
-    assert [s.name for s in steps] == ["order placed", "order validated", "order paid", "order stored", "order notified"]
+    assert [s.name for s in steps] == [
+        "order placed",
+        "order validated",
+        "order paid",
+        "order stored",
+        "order notified",
+    ]
     for span in steps:
         assert span.parent is not None and span.parent.span_id == parent.context.span_id
         assert span.attributes["order_id"] == "order-1" and span.attributes["store_id"] == "store-5"
@@ -217,9 +225,19 @@ def gateway() -> Iterator[thirdparty.RunningServer]:
         yield server
 
 
-def test_gateway_calls_are_spans_with_outcomes_and_no_card_data(gateway: thirdparty.RunningServer, cap: Capture) -> None:
+def test_gateway_calls_are_spans_with_outcomes_and_no_card_data(
+    gateway: thirdparty.RunningServer, cap: Capture
+) -> None:
     gateway.control("reset", {})
-    gateway.control("script", ["approve", {"outcome": "decline", "decline_code": "insufficient_funds"}, "error", {"outcome": "timeout", "seconds": 10}])
+    gateway.control(
+        "script",
+        [
+            "approve",
+            {"outcome": "decline", "decline_code": "insufficient_funds"},
+            "error",
+            {"outcome": "timeout", "seconds": 10},
+        ],
+    )
     outcomes: list[str] = []
     with PaymentGatewayClient(base_url=gateway.url, api_key=GATEWAY_KEY, timeout=0.5, **cap.providers) as client:
         with order_pipeline("order-pay", store_id="store-2", **cap.providers):
@@ -294,7 +312,9 @@ def test_instrument_names_units_and_buckets(cap: Capture) -> None:
     m = DomainMetrics(cap.meter_provider)
     m.record(m.generation_duration, 3.0, {"gen_ai.request.model": "x"})
     m.record(m.order_duration, 0.3, {"outcome": "completed"})
-    count_http_request("store-9", method="GET", route="/stores/{store_id}/menu", status_code=200, meter_provider=cap.meter_provider)
+    count_http_request(
+        "store-9", method="GET", route="/stores/{store_id}/menu", status_code=200, meter_provider=cap.meter_provider
+    )
     for instrument in vars(m).values():
         name = instrument.name
         assert re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+", name), name
@@ -304,7 +324,12 @@ def test_instrument_names_units_and_buckets(cap: Capture) -> None:
     assert generation.explicit_bounds[:3] == (0.25, 0.5, 1.0)
     assert cap.metrics()["pideai.ai.generation.duration"].unit == "s"
     (request,) = cap.points("pideai.http.requests")
-    assert dict(request.attributes) == {"store_id": "store-9", "http.request.method": "GET", "http.route": "/stores/{store_id}/menu", "http.response.status_code": 200}
+    assert dict(request.attributes) == {
+        "store_id": "store-9",
+        "http.request.method": "GET",
+        "http.route": "/stores/{store_id}/menu",
+        "http.response.status_code": 200,
+    }
 
 
 # --- structured log events ------------------------------------------------------------------------
@@ -331,9 +356,13 @@ def event_logger() -> Iterator[tuple[logging.Logger, _ListHandler]]:
     logger.propagate = True
 
 
-def test_log_event_puts_sections_in_extra_with_the_callers_location(event_logger: tuple[logging.Logger, _ListHandler]) -> None:
+def test_log_event_puts_sections_in_extra_with_the_callers_location(
+    event_logger: tuple[logging.Logger, _ListHandler],
+) -> None:
     logger, handler = event_logger
-    log_event(logger, "image enhanced", context={"store_id": "s-3"}, metrics={"duration_ms": 812.4}, metadata={"tags": ["a"]})
+    log_event(
+        logger, "image enhanced", context={"store_id": "s-3"}, metrics={"duration_ms": 812.4}, metadata={"tags": ["a"]}
+    )
     log_event(logging.LoggerAdapter(logger, {"service": "menu"}), "via adapter", context={"store_id": "s-4"})
     log_event(logger, "debug detail", level=logging.DEBUG)
     logger.setLevel(logging.WARNING)
@@ -344,7 +373,7 @@ def test_log_event_puts_sections_in_extra_with_the_callers_location(event_logger
     assert getattr(first, "metrics.duration_ms") == 812.4
     assert getattr(first, "metadata.tags") == ["a"]
     assert first.funcName == "test_log_event_puts_sections_in_extra_with_the_callers_location"
-    assert getattr(second, "service") == "menu" and getattr(second, "context.store_id") == "s-4"
+    assert second.service == "menu" and getattr(second, "context.store_id") == "s-4"
     assert third.getMessage() == "debug detail" and third.levelno == logging.DEBUG
 
 
@@ -399,7 +428,11 @@ def test_stand_in_runs_as_a_subprocess() -> None:
         ready, _, _ = select.select([proc.stderr], [], [], 30)
         assert ready, "no ready line within 30 s"
         assert proc.stderr.readline().strip() == f"payments stand-in ready on http://127.0.0.1:{port}"
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/charges", json={"amount": 100, "currency": "MXN", "source": "t"}, headers={"authorization": "Bearer k"})
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/charges",
+            json={"amount": 100, "currency": "MXN", "source": "t"},
+            headers={"authorization": "Bearer k"},
+        )
         assert answer.status_code == 200 and answer.json()["status"] == "approved"
         denied = httpx.post(f"http://127.0.0.1:{port}/v1/charges", json={"amount": 100, "currency": "MXN"})
         assert denied.status_code == 401

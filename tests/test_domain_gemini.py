@@ -29,7 +29,6 @@ from pideai_otel.domain import (
     GeminiError,
     GeminiImageClient,
     GeminiSafetyBlock,
-    GeminiTimeout,
     ModelPrice,
     metric_views,
 )
@@ -126,7 +125,9 @@ def test_scripted_mix_gives_exact_spans_error_types_and_metrics(server: thirdpar
     with _client(server, cap) as client:
         for _ in script:
             try:
-                image = client.generate_image("Enhance this taco photo", image=b"\xff\xd8jpeg" * 100, store_id="store-1")
+                image = client.generate_image(
+                    "Enhance this taco photo", image=b"\xff\xd8jpeg" * 100, store_id="store-1"
+                )
             except GeminiError as exc:
                 results.append(exc.error_type)
             else:
@@ -140,11 +141,16 @@ def test_scripted_mix_gives_exact_spans_error_types_and_metrics(server: thirdpar
     errors = Counter(s.attributes.get("error.type") for s in spans)
     assert errors == {None: 6, "safety_block": 1, "RESOURCE_EXHAUSTED": 1, "INTERNAL": 1, "timeout": 1}
     assert Counter(s.status.status_code.name for s in spans) == {"UNSET": 6, "ERROR": 4}
-    assert {s.attributes["http.response.status_code"] for s in spans if s.attributes.get("error.type") == "INTERNAL"} == {500}
+    assert {
+        s.attributes["http.response.status_code"] for s in spans if s.attributes.get("error.type") == "INTERNAL"
+    } == {500}
 
     assert cap.total("pideai.ai.images_generated") == 6
     assert cap.total("pideai.ai.images_generated", store_id="store-1", **{"gen_ai.request.model": MODEL}) == 6
-    by_type = {t: cap.total("pideai.ai.errors", **{"error.type": t}) for t in ("safety_block", "RESOURCE_EXHAUSTED", "INTERNAL", "timeout")}
+    by_type = {
+        t: cap.total("pideai.ai.errors", **{"error.type": t})
+        for t in ("safety_block", "RESOURCE_EXHAUSTED", "INTERNAL", "timeout")
+    }
     assert by_type == {"safety_block": 1, "RESOURCE_EXHAUSTED": 1, "INTERNAL": 1, "timeout": 1}
     assert cap.total("pideai.ai.errors") == 4
     durations = cap.metrics()["pideai.ai.generation.duration"]
@@ -152,21 +158,32 @@ def test_scripted_mix_gives_exact_spans_error_types_and_metrics(server: thirdpar
     assert sum(p.count for p in durations if "error.type" not in p.attributes) == 6
     timeout_point = next(p for p in durations if p.attributes.get("error.type") == "timeout")
     assert 0.9 <= timeout_point.sum < 5.0  # the client gave up at its 1 s timeout
-    assert [c["outcome"] for c in server.control("calls")] == [s if isinstance(s, str) else s["outcome"] for s in script]
+    assert [c["outcome"] for c in server.control("calls")] == [
+        s if isinstance(s, str) else s["outcome"] for s in script
+    ]
 
 
 def test_ok_span_follows_genai_conventions_with_tokens_and_cost(server: thirdparty.RunningServer, cap: Capture) -> None:
-    server.control("script", [{"outcome": "ok", "prompt_tokens": 1000, "output_tokens": 1290, "width": 256, "height": 256}])
+    server.control(
+        "script", [{"outcome": "ok", "prompt_tokens": 1000, "output_tokens": 1290, "width": 256, "height": 256}]
+    )
     prices = {MODEL: ModelPrice(input_per_million=1.0, output_per_million=2.0, per_output_image=0.04)}
     photo = b"\xff\xd8" + bytes(3070)  # 3 KiB
     with _client(server, cap, prices=prices) as client:
         result = client.generate_image(
-            "Make the arepa glow", image=photo, style="studio", aspect_ratio="4:3", menu_item_id="item-77", store_id="s-9"
+            "Make the arepa glow",
+            image=photo,
+            style="studio",
+            aspect_ratio="4:3",
+            menu_item_id="item-77",
+            store_id="s-9",
         )
 
     expected_cost = 1000 * 1.0 / 1e6 + 1290 * 2.0 / 1e6 + 0.04
     assert result.cost_usd == pytest.approx(expected_cost)
-    assert result.usage.input_tokens == 1000 and result.usage.output_tokens == 1290 and result.usage.total_tokens == 2290
+    assert (
+        result.usage.input_tokens == 1000 and result.usage.output_tokens == 1290 and result.usage.total_tokens == 2290
+    )
     assert result.mime_type == "image/png" and result.model == MODEL and result.duration_ms > 0
 
     (span,) = cap.spans(SPAN_NAME)
@@ -189,7 +206,9 @@ def test_ok_span_follows_genai_conventions_with_tokens_and_cost(server: thirdpar
 
     assert cap.total("pideai.ai.cost") == pytest.approx(expected_cost)
     assert cap.total("gen_ai.client.token.usage", **{"gen_ai.token.type": "output"}) == 1  # one histogram point
-    (output_point,) = [p for p in cap.metrics()["gen_ai.client.token.usage"] if p.attributes["gen_ai.token.type"] == "output"]
+    (output_point,) = [
+        p for p in cap.metrics()["gen_ai.client.token.usage"] if p.attributes["gen_ai.token.type"] == "output"
+    ]
     assert output_point.sum == 1290
 
 
@@ -239,7 +258,9 @@ def _closed_port() -> int:
 
 
 @pytest.mark.parametrize("auth", ["header", "query"])
-def test_api_key_never_appears_in_telemetry_or_errors(server: thirdparty.RunningServer, cap: Capture, auth: str) -> None:
+def test_api_key_never_appears_in_telemetry_or_errors(
+    server: thirdparty.RunningServer, cap: Capture, auth: str
+) -> None:
     server.control("script", ["ok", "500", {"outcome": "timeout", "seconds": 10}, "safety_block"])
     errors: list[GeminiError] = []
     with _client(server, cap, auth=auth) as client:
@@ -250,7 +271,9 @@ def test_api_key_never_appears_in_telemetry_or_errors(server: thirdparty.Running
             except GeminiError as exc:
                 errors.append(exc)
     # A connection failure: httpx's own exception would carry the request (and its URL).
-    with GeminiImageClient(api_key=API_KEY, base_url=f"http://127.0.0.1:{_closed_port()}", auth=auth, timeout=1.0, **cap.providers) as dead:
+    with GeminiImageClient(
+        api_key=API_KEY, base_url=f"http://127.0.0.1:{_closed_port()}", auth=auth, timeout=1.0, **cap.providers
+    ) as dead:
         with pytest.raises(GeminiError) as info:
             dead.generate_image("tamales")
     errors.append(info.value)

@@ -105,7 +105,9 @@ class Capture:
 
     def total(self, name: str, **attributes: Any) -> float:
         return sum(
-            p.value for n, p in self.points() if n == name and all(p.attributes.get(k) == v for k, v in attributes.items())
+            p.value
+            for n, p in self.points()
+            if n == name and all(p.attributes.get(k) == v for k, v in attributes.items())
         )
 
     def serialized(self) -> str:
@@ -138,7 +140,9 @@ class Receiver:
     def __init__(self) -> None:
         self.handler = WhatsAppStatusHandler()
         endpoint = webhook_endpoint(self, app_secret=APP_SECRET, verify_token="verify-me")  # type: ignore[arg-type]
-        self.server = thirdparty.RunningServer(Starlette(routes=[Route("/webhooks/whatsapp", endpoint, methods=["GET", "POST"])]))
+        self.server = thirdparty.RunningServer(
+            Starlette(routes=[Route("/webhooks/whatsapp", endpoint, methods=["GET", "POST"])])
+        )
 
     def handle(self, payload: Any) -> Any:  # the endpoint calls this; forwards to the test's handler
         return self.handler.handle(payload)
@@ -188,7 +192,7 @@ def test_ten_sends_then_delivery_callbacks_land_in_each_orders_trace(
                     message_ids.append(client.send_text(_phone(i), f"Tu pedido {i} está en camino").message_id)
 
     outcomes = ["delivered"] * 7 + ["read"] + ["failed"] * 2
-    updates = [{"message_id": mid, "status": status} for mid, status in zip(message_ids, outcomes)]
+    updates = [{"message_id": mid, "status": status} for mid, status in zip(message_ids, outcomes, strict=True)]
     answer = wa.control("status", {"updates": updates})
     assert answer == {"webhook_status": [200] * 10}
 
@@ -235,7 +239,9 @@ def test_ten_sends_then_delivery_callbacks_land_in_each_orders_trace(
     assert TOKEN not in exported and "Tu pedido" not in exported
 
 
-def test_each_message_counts_in_one_outcome_only(wa: thirdparty.RunningServer, receiver: Receiver, cap: Capture) -> None:
+def test_each_message_counts_in_one_outcome_only(
+    wa: thirdparty.RunningServer, receiver: Receiver, cap: Capture
+) -> None:
     with _client(wa, receiver, cap) as client:
         first = client.send_text(_phone(1), "hola").message_id
         second = client.send_text(_phone(2), "hola").message_id
@@ -260,7 +266,9 @@ def test_each_message_counts_in_one_outcome_only(wa: thirdparty.RunningServer, r
     ]
 
 
-def test_scripted_send_triggers_callbacks_by_itself(wa: thirdparty.RunningServer, receiver: Receiver, cap: Capture) -> None:
+def test_scripted_send_triggers_callbacks_by_itself(
+    wa: thirdparty.RunningServer, receiver: Receiver, cap: Capture
+) -> None:
     wa.control("script", [{"outcome": "ok", "statuses": ["sent", "delivered", "read"]}])
     with _client(wa, receiver, cap) as client:
         client.send_text(_phone(3), "listo")
@@ -298,7 +306,11 @@ def test_api_errors_are_span_errors_and_count_as_rejected(
 def test_async_client(wa: thirdparty.RunningServer, receiver: Receiver, cap: Capture) -> None:
     async def run() -> str:
         async with AsyncWhatsAppClient(
-            access_token=TOKEN, phone_number_id=PHONE_NUMBER_ID, base_url=wa.url, links=receiver.handler.links, **cap.providers
+            access_token=TOKEN,
+            phone_number_id=PHONE_NUMBER_ID,
+            base_url=wa.url,
+            links=receiver.handler.links,
+            **cap.providers,
         ) as client:
             return (await client.send_text(_phone(5), "hola", order_id="o-async", store_id="s-1")).message_id
 
@@ -310,7 +322,9 @@ def test_async_client(wa: thirdparty.RunningServer, receiver: Receiver, cap: Cap
 
 
 def test_wrong_token_is_graph_error_190(wa: thirdparty.RunningServer, receiver: Receiver, cap: Capture) -> None:
-    with WhatsAppClient(access_token="nope", phone_number_id=PHONE_NUMBER_ID, base_url=wa.url, **cap.providers) as client:
+    with WhatsAppClient(
+        access_token="nope", phone_number_id=PHONE_NUMBER_ID, base_url=wa.url, **cap.providers
+    ) as client:
         with pytest.raises(WhatsAppError) as info:
             client.send_text(_phone(1), "hola")
     assert info.value.error_type == "190" and info.value.status_code == 401
@@ -324,14 +338,20 @@ def test_webhook_checks_signature_and_answers_the_subscription_challenge(
     missing = httpx.post(receiver.url, json=payload)
     assert bad.status_code == missing.status_code == 401
     assert cap.logs() == []
-    ok = httpx.get(receiver.url, params={"hub.mode": "subscribe", "hub.verify_token": "verify-me", "hub.challenge": "1158201444"})
+    ok = httpx.get(
+        receiver.url, params={"hub.mode": "subscribe", "hub.verify_token": "verify-me", "hub.challenge": "1158201444"}
+    )
     assert ok.status_code == 200 and ok.text == "1158201444"
-    denied = httpx.get(receiver.url, params={"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"})
+    denied = httpx.get(
+        receiver.url, params={"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"}
+    )
     assert denied.status_code == 403
 
 
 def test_callback_for_an_unknown_message_is_logged_without_trace_and_counted_once(cap: Capture) -> None:
-    handler = WhatsAppStatusHandler(links=InMemoryLinkStore(), logger_provider=cap.logger_provider, meter_provider=cap.meter_provider)
+    handler = WhatsAppStatusHandler(
+        links=InMemoryLinkStore(), logger_provider=cap.logger_provider, meter_provider=cap.meter_provider
+    )
     payload = thirdparty.status_callback_payload("wamid.elsewhere", "failed", "5215599999999", timestamp=1_700_000_000)
     (first,) = handler.handle(payload)
     (again,) = handler.handle(payload)
@@ -348,7 +368,9 @@ def test_callback_for_an_unknown_message_is_logged_without_trace_and_counted_onc
 def test_sqlite_links_survive_the_process(tmp_path: Path, wa: thirdparty.RunningServer, cap: Capture) -> None:
     db = tmp_path / "links.db"
     with SQLiteLinkStore(db) as store:
-        with WhatsAppClient(access_token=TOKEN, phone_number_id=PHONE_NUMBER_ID, base_url=wa.url, links=store, **cap.providers) as client:
+        with WhatsAppClient(
+            access_token=TOKEN, phone_number_id=PHONE_NUMBER_ID, base_url=wa.url, links=store, **cap.providers
+        ) as client:
             with order_pipeline("order-sql", store_id="store-3", **cap.providers):
                 message_id = client.send_text(_phone(8), "hola").message_id
     (send,) = cap.spans("send whatsapp")

@@ -147,12 +147,19 @@ def tiny_png(width: int = 64, height: int = 64, rgb: tuple[int, int, int] = (232
 
     row = b"\x00" + bytes(rgb) * width
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(row * height))
+        + chunk(b"IEND", b"")
+    )
 
 
 # --- Gemini -------------------------------------------------------------------------------------
 
-_GEMINI_OUTCOMES = frozenset({"ok", "safety_block", "prompt_blocked", "no_image", "400", "429", "500", "503", "timeout"})
+_GEMINI_OUTCOMES = frozenset(
+    {"ok", "safety_block", "prompt_blocked", "no_image", "400", "429", "500", "503", "timeout"}
+)
 _GOOGLE_ERRORS = {
     "400": (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
     "429": (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
@@ -200,7 +207,9 @@ def gemini_app(*, api_key: str | None = None) -> Starlette:
         if api_key is not None and given is None:
             return _google_error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers.")
         if api_key is not None and not hmac.compare_digest(given or "", api_key):
-            return _google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", "API_KEY_INVALID")
+            return _google_error(
+                400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", "API_KEY_INVALID"
+            )
         if body is None:
             return _google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
 
@@ -218,9 +227,12 @@ def gemini_app(*, api_key: str | None = None) -> Starlette:
             answer["usageMetadata"] = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
             return JSONResponse(answer)
         if name == "safety_block":
-            answer["candidates"] = [{"content": {"role": "model"}, "finishReason": outcome.get("reason", "SAFETY"), "index": 0}]
+            answer["candidates"] = [
+                {"content": {"role": "model"}, "finishReason": outcome.get("reason", "SAFETY"), "index": 0}
+            ]
             answer["usageMetadata"] = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
             return JSONResponse(answer)
+        text_parts: list[dict[str, Any]]
         if name == "no_image":
             text_parts = [{"text": "I can only describe this dish."}]
             output_tokens = int(outcome.get("output_tokens", 8))
@@ -228,9 +240,7 @@ def gemini_app(*, api_key: str | None = None) -> Starlette:
             png = tiny_png(int(outcome.get("width", 64)), int(outcome.get("height", 64)))
             text_parts = [{"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png).decode("ascii")}}]
             output_tokens = int(outcome.get("output_tokens", _OUTPUT_IMAGE_TOKENS))
-        answer["candidates"] = [
-            {"content": {"role": "model", "parts": text_parts}, "finishReason": "STOP", "index": 0}
-        ]
+        answer["candidates"] = [{"content": {"role": "model", "parts": text_parts}, "finishReason": "STOP", "index": 0}]
         answer["usageMetadata"] = {
             "promptTokenCount": prompt_tokens,
             "candidatesTokenCount": output_tokens,
@@ -265,8 +275,15 @@ _STATUSES = frozenset({"sent", "delivered", "read", "failed"})
 _MAX_SENT = 10_000
 
 
-def _graph_error(status: int, code: int, subcode: int | None, message: str, kind: str = "OAuthException") -> JSONResponse:
-    error: dict[str, Any] = {"message": f"(#{code}) {message}", "type": kind, "code": code, "fbtrace_id": secrets.token_urlsafe(9)}
+def _graph_error(
+    status: int, code: int, subcode: int | None, message: str, kind: str = "OAuthException"
+) -> JSONResponse:
+    error: dict[str, Any] = {
+        "message": f"(#{code}) {message}",
+        "type": kind,
+        "code": code,
+        "fbtrace_id": secrets.token_urlsafe(9),
+    }
     if subcode is not None:
         error["error_subcode"] = subcode
     return JSONResponse({"error": error}, status_code=status)
@@ -297,7 +314,10 @@ def status_callback_payload(
         "metadata": {"display_phone_number": "15550000000", "phone_number_id": phone_number_id},
         "statuses": [entry],
     }
-    return {"object": "whatsapp_business_account", "entry": [{"id": "WABA_ID", "changes": [{"value": value, "field": "messages"}]}]}
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA_ID", "changes": [{"value": value, "field": "messages"}]}],
+    }
 
 
 def whatsapp_app(
@@ -365,7 +385,11 @@ def whatsapp_app(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         return JSONResponse(
-            {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": wa_id}], "messages": [{"id": message_id}]}
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": wa_id}],
+                "messages": [{"id": message_id}],
+            }
         )
 
     async def _post_sequence(message_id: str, statuses: list[str]) -> None:
@@ -379,7 +403,7 @@ def whatsapp_app(
     async def configure_webhook(request: Request) -> Response:
         body = await _json_body(request)
         if not isinstance(body, dict) or not body.get("url"):
-            return JSONResponse({"error": "expected {\"url\": ..., \"app_secret\"?: ...}"}, status_code=400)
+            return JSONResponse({"error": 'expected {"url": ..., "app_secret"?: ...}'}, status_code=400)
         webhook["url"] = str(body["url"])
         webhook["app_secret"] = body.get("app_secret")
         return JSONResponse({})
@@ -390,7 +414,9 @@ def whatsapp_app(
         results = []
         for update in updates if isinstance(updates, list) else []:
             if not isinstance(update, dict) or update.get("status") not in _STATUSES or not update.get("message_id"):
-                return JSONResponse({"error": f"bad update {update!r}; status one of {sorted(_STATUSES)}"}, status_code=400)
+                return JSONResponse(
+                    {"error": f"bad update {update!r}; status one of {sorted(_STATUSES)}"}, status_code=400
+                )
             try:
                 code = await post_status(str(update["message_id"]), update["status"], update.get("errors"))
             except (httpx.HTTPError, ValueError) as exc:
@@ -407,6 +433,7 @@ def whatsapp_app(
         Route("/_control/status", push_status, methods=["POST"]),
         Route("/_control/messages", messages, methods=["GET"]),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -434,15 +461,22 @@ def payments_app(*, api_key: str | None = None) -> Starlette:
         name = outcome["outcome"]
         script.record({"outcome": name, "currency": body.get("currency") if isinstance(body, dict) else None})
         if api_key is not None and not hmac.compare_digest(auth, f"Bearer {api_key}"):
-            return JSONResponse({"error": {"type": "authentication_error", "message": "Invalid API key"}}, status_code=401)
+            return JSONResponse(
+                {"error": {"type": "authentication_error", "message": "Invalid API key"}}, status_code=401
+            )
         if not isinstance(body, dict) or not isinstance(body.get("amount"), int) or not body.get("currency"):
-            return JSONResponse({"error": {"type": "invalid_request_error", "message": "amount and currency required"}}, status_code=400)
+            return JSONResponse(
+                {"error": {"type": "invalid_request_error", "message": "amount and currency required"}}, status_code=400
+            )
         if name == "timeout":
             if await _hold(request, float(outcome.get("seconds", 30.0))):
                 return Response(status_code=499)
             name = "approve"
         if name == "error":
-            return JSONResponse({"error": {"type": "api_error", "message": "The gateway is unavailable"}}, status_code=int(outcome.get("status", 502)))
+            return JSONResponse(
+                {"error": {"type": "api_error", "message": "The gateway is unavailable"}},
+                status_code=int(outcome.get("status", 502)),
+            )
         charge_id = "ch_" + secrets.token_hex(8)
         common = {"id": charge_id, "amount": body["amount"], "currency": str(body["currency"]).upper()}
         if name == "decline":

@@ -19,9 +19,7 @@ REDACTED_API_KEY = "[REDACTED:api_key]"
 REDACTED_TOKEN = "[REDACTED:token]"
 
 # Query parameters and header-ish pairs that carry credentials, in URLs and exception text.
-_SECRET_PAIR = re.compile(
-    r"(?i)\b(key|api_key|apikey|access_token|token|x-goog-api-key)(=|:\s*)([^&\s'\",;]+)"
-)
+_SECRET_PAIR = re.compile(r"(?i)\b(key|api_key|apikey|access_token|token|x-goog-api-key)(=|:\s*)([^&\s'\",;]+)")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
 
 

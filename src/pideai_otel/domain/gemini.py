@@ -279,7 +279,9 @@ class _GeminiCall:
         google_status = error.get("status")
         error_type = google_status if isinstance(google_status, str) and google_status else str(status)
         detail = scrub(str(error.get("message") or ""), [self._client._api_key])[:_MAX_MESSAGE]
-        return GeminiError(error_type, f"Gemini API answered HTTP {status} {error_type}: {detail}".rstrip(": "), status_code=status)
+        return GeminiError(
+            error_type, f"Gemini API answered HTTP {status} {error_type}: {detail}".rstrip(": "), status_code=status
+        )
 
     def _parse_success(self, payload: dict[str, Any]) -> GeminiImage:
         usage = _usage(payload.get("usageMetadata"))
@@ -431,7 +433,11 @@ class GeminiImageClient(_GeminiConfig):
             error: GeminiError | None = None
             try:
                 response = self._http.post(
-                    prepared.url, json=prepared.body, headers=prepared.headers, params=prepared.params, timeout=self.timeout
+                    prepared.url,
+                    json=prepared.body,
+                    headers=prepared.headers,
+                    params=prepared.params,
+                    timeout=self.timeout,
                 )
             except httpx.HTTPError as exc:
                 error = call.transport_error(exc)
@@ -486,7 +492,11 @@ class AsyncGeminiImageClient(_GeminiConfig):
             error: GeminiError | None = None
             try:
                 response = await self._http.post(
-                    prepared.url, json=prepared.body, headers=prepared.headers, params=prepared.params, timeout=self.timeout
+                    prepared.url,
+                    json=prepared.body,
+                    headers=prepared.headers,
+                    params=prepared.params,
+                    timeout=self.timeout,
                 )
             except httpx.HTTPError as exc:
                 error = call.transport_error(exc)
@@ -543,4 +553,3 @@ def _kb(data: bytes) -> float:
 
 def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
-

@@ -216,7 +216,7 @@ class OrderStep:
 
     def __call__(self, func: _F) -> _F:
         """Decorate a function: each call runs inside a fresh step span."""
-        options = {
+        options: dict[str, Any] = {
             "order_id": self._order_id,
             "store_id": self._store_id,
             "tracer_provider": self._tracer_provider,
@@ -248,4 +248,6 @@ def order_step(
     meter_provider: MeterProvider | None = None,
 ) -> OrderStep:
     """A step span; order_id and store_id come from the enclosing pipeline (or baggage) if not given."""
-    return OrderStep(step, order_id=order_id, store_id=store_id, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    return OrderStep(
+        step, order_id=order_id, store_id=store_id, tracer_provider=tracer_provider, meter_provider=meter_provider
+    )

@@ -42,7 +42,27 @@ Outcome = Literal["approved", "declined", "error"]
 _OUTCOMES = ("approved", "declined", "error")
 # ISO 4217 currencies whose minor unit is not 1/100.
 _EXPONENTS = {
-    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(
+        (
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ),
+        0,
+    ),
     **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
 }
 
@@ -84,7 +104,12 @@ class PaymentCall:
         self._error_type: str | None = None
 
     def set_outcome(
-        self, outcome: Outcome, *, decline_code: str | None = None, error_type: str | None = None, payment_id: str | None = None
+        self,
+        outcome: Outcome,
+        *,
+        decline_code: str | None = None,
+        error_type: str | None = None,
+        payment_id: str | None = None,
     ) -> None:
         """`decline_code` is the gateway's reason (insufficient_funds...); `payment_id` its charge id."""
         if outcome not in _OUTCOMES:
@@ -105,7 +130,9 @@ class PaymentCall:
             attributes["order_id"] = self._order_id
         if self._store_id is not None:
             attributes["store_id"] = self._store_id
-        self._span = self._tracer.start_span(f"{self._operation} {self.gateway}", kind=SpanKind.CLIENT, attributes=attributes)
+        self._span = self._tracer.start_span(
+            f"{self._operation} {self.gateway}", kind=SpanKind.CLIENT, attributes=attributes
+        )
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._watch = Stopwatch()
         return self
@@ -161,9 +188,9 @@ def payment_call(
 ) -> PaymentCall:
     """Span one gateway call; `amount` in major units (12.50), `currency` ISO 4217.
 
-        with payment_call("stripe", amount=order.total, currency="MXN") as call:
-            charge = stripe.Charge.create(...)
-            call.set_outcome("approved" if charge.paid else "declined", payment_id=charge.id)
+    with payment_call("stripe", amount=order.total, currency="MXN") as call:
+        charge = stripe.Charge.create(...)
+        call.set_outcome("approved" if charge.paid else "declined", payment_id=charge.id)
     """
     return PaymentCall(
         gateway,
@@ -213,7 +240,9 @@ class _GatewayConfig:
     def __repr__(self) -> str:  # never show the key
         return f"{type(self).__name__}(base_url={self._base_url!r}, gateway={self.gateway!r})"
 
-    def _request(self, amount: Any, currency: str, source: str, order_id: str | None, idempotency_key: str | None) -> dict[str, Any]:
+    def _request(
+        self, amount: Any, currency: str, source: str, order_id: str | None, idempotency_key: str | None
+    ) -> dict[str, Any]:
         body = {"amount": to_minor_units(amount, currency), "currency": currency.upper(), "source": source}
         if order_id is not None:
             body["reference"] = order_id
@@ -224,7 +253,9 @@ class _GatewayConfig:
         return {"url": f"{self._base_url}/v1/charges", "json": body, "headers": headers, "timeout": self.timeout}
 
     def _call(self, amount: Any, currency: str, order_id: str | None, store_id: str | None) -> PaymentCall:
-        return payment_call(self.gateway, amount=amount, currency=currency, order_id=order_id, store_id=store_id, **self._providers)
+        return payment_call(
+            self.gateway, amount=amount, currency=currency, order_id=order_id, store_id=store_id, **self._providers
+        )
 
 
 def _transport_error(exc: httpx.HTTPError) -> PaymentError:
@@ -249,7 +280,11 @@ def _read(call: PaymentCall, response: httpx.Response) -> ChargeResult:
         code = payload.get("decline_code") if isinstance(payload.get("decline_code"), str) else None
         call.set_outcome("declined", decline_code=code, payment_id=payment_id)
         return ChargeResult(payment_id, "declined", code)
-    raise PaymentError(str(response.status_code), f"payment gateway answered HTTP {response.status_code}", status_code=response.status_code)
+    raise PaymentError(
+        str(response.status_code),
+        f"payment gateway answered HTTP {response.status_code}",
+        status_code=response.status_code,
+    )
 
 
 class PaymentGatewayClient(_GatewayConfig):
@@ -331,4 +366,3 @@ class AsyncPaymentGatewayClient(_GatewayConfig):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-

@@ -398,7 +398,9 @@ class _SendCall:
         self.result: SentMessage | None = None
 
     def __enter__(self) -> _SendCall:
-        self._span = self._client._tracer.start_span(SPAN_NAME, kind=SpanKind.CLIENT, attributes=self._prepared.attributes)
+        self._span = self._client._tracer.start_span(
+            SPAN_NAME, kind=SpanKind.CLIENT, attributes=self._prepared.attributes
+        )
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._watch = Stopwatch()
         return self
@@ -431,7 +433,9 @@ class _SendCall:
         first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
         message_id = first.get("id")
         if not isinstance(message_id, str) or not message_id:
-            raise WhatsAppError("invalid_response", "the answer has no messages[0].id", status_code=response.status_code)
+            raise WhatsAppError(
+                "invalid_response", "the answer has no messages[0].id", status_code=response.status_code
+            )
         contacts = payload.get("contacts") if isinstance(payload, dict) else None
         contact = contacts[0] if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict) else {}
         wa_id = contact.get("wa_id")
@@ -519,7 +523,9 @@ class WhatsAppClient(_WhatsAppConfig):
         with _SendCall(self, prepared) as call:
             error: WhatsAppError | None = None
             try:
-                response = self._http.post(prepared.url, json=prepared.body, headers=prepared.headers, timeout=self.timeout)
+                response = self._http.post(
+                    prepared.url, json=prepared.body, headers=prepared.headers, timeout=self.timeout
+                )
             except httpx.HTTPError as exc:
                 error = call.transport_error(exc)
             if error is not None:
@@ -711,8 +717,10 @@ def webhook_endpoint(
     async def endpoint(request: Request) -> Response:
         if request.method == "GET":
             params = request.query_params
-            if verify_token is not None and params.get("hub.mode") == "subscribe" and hmac.compare_digest(
-                params.get("hub.verify_token", ""), verify_token
+            if (
+                verify_token is not None
+                and params.get("hub.mode") == "subscribe"
+                and hmac.compare_digest(params.get("hub.verify_token", ""), verify_token)
             ):
                 return PlainTextResponse(params.get("hub.challenge", ""))
             return PlainTextResponse("forbidden", status_code=403)
