@@ -209,7 +209,7 @@ class _GeminiConfig:
             "pideai.ai.aspect_ratio": aspect_ratio,
             "pideai.menu_item_id": menu_item_id,
             "pideai.ai.input_image_size_kb": _kb(image) if image is not None else None,
-            "store_id": store_id,
+            "store_id": store,
         }
         attributes.update({k: v for k, v in optional.items() if v is not None})
         url = f"{self._base_url}/v1beta/models/{model}:generateContent"

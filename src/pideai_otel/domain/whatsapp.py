@@ -175,6 +175,8 @@ class SQLiteLinkStore:
     """Links in a SQLite file: shared by processes on one host and kept across restarts.
 
     Bounded by count (oldest first) and by age: Cloud API statuses can come days after the send.
+    A write takes well under a millisecond; when another process holds the write lock, a call
+    waits at most `busy_timeout` seconds, then the link is given up (reported, never raised).
     """
 
     _SCHEMA = """
@@ -190,7 +192,12 @@ class SQLiteLinkStore:
         )"""
 
     def __init__(
-        self, path: str | Path, *, max_entries: int = 100_000, max_age_seconds: float = 31 * 24 * 3600
+        self,
+        path: str | Path,
+        *,
+        max_entries: int = 100_000,
+        max_age_seconds: float = 31 * 24 * 3600,
+        busy_timeout: float = 2.0,
     ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
@@ -199,7 +206,7 @@ class SQLiteLinkStore:
         self._max_age = max_age_seconds
         self._lock = threading.Lock()
         self._writes = 0
-        self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(self._SCHEMA)
@@ -466,6 +473,7 @@ class _SendCall:
         span.set_attribute("pideai.whatsapp.duration_ms", self._watch.ms)
         if exc is None and self.result is not None:
             span.set_attribute("messaging.message.id", self.result.message_id)
+            m.add(m.whatsapp_messages, 1, {"status": "sent", "store_id": p.store_id})
             ctx = span.get_span_context()
             self._client.links.put(
                 MessageLink(
@@ -477,7 +485,6 @@ class _SendCall:
                     store_id=p.store_id,
                 )
             )
-            m.add(m.whatsapp_messages, 1, {"status": "sent", "store_id": p.store_id})
             return
         if exc is None:
             return
