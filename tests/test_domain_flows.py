@@ -474,3 +474,20 @@ def test_helpers_use_the_global_providers_the_kit_installs(otel_capture: Telemet
     for metric in otel_capture.metrics():
         for point in metric["points"]:
             assert not FORBIDDEN_METRIC_KEYS & set(point["attributes"]), (metric["name"], point["attributes"])
+
+
+def test_public_surface_is_pinned() -> None:
+    import pideai_otel.domain as domain
+
+    assert sorted(domain.__all__) == sorted(
+        [
+            "AsyncGeminiImageClient", "AsyncPaymentGatewayClient", "AsyncWhatsAppClient", "ChargeResult",
+            "FORBIDDEN_METRIC_KEYS", "GeminiError", "GeminiImage", "GeminiImageClient", "GeminiSafetyBlock",
+            "GeminiTimeout", "GeminiUsage", "InMemoryLinkStore", "MessageLink", "MessageLinkStore", "ModelPrice",
+            "ORDER_STEPS", "PaymentError", "PaymentGatewayClient", "SQLiteLinkStore", "SentMessage", "StatusUpdate",
+            "WhatsAppClient", "WhatsAppError", "WhatsAppStatusHandler", "count_http_request", "current_order",
+            "log_event", "mask_phone", "metric_views", "order_pipeline", "order_step", "payment_call",
+            "verify_signature", "webhook_endpoint",
+        ]
+    )  # fmt: skip
+    assert all(hasattr(domain, name) for name in domain.__all__)
