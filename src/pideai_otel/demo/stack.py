@@ -147,7 +147,9 @@ class DemoStack:
     def _spawn(self, name: str, argv: list[str], health_path: str, env: Mapping[str, str] | None = None) -> None:
         port = self.ports.get(name) or free_port()
         self.ports[name] = port
-        full_env = {**os.environ, **(env or {}), **self._service_env}
+        # The services' telemetry settings come from the stack alone, not from the caller's shell.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PIDEAI_OTEL_"))}
+        full_env = {**inherited, **(env or {}), **self._service_env}
         proc = _Proc(name, [*argv, "--port", str(port)], full_env, self.log_dir, f"http://127.0.0.1:{port}{health_path}")
         proc.start()
         self._procs[name] = proc
