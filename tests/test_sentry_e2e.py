@@ -42,7 +42,7 @@ def pipeline(tmp_path: Path) -> Iterator[tuple[StandInProcess, CollectorProcess]
 
 
 @pytest.fixture
-def bridge_url(tmp_path: Path, pipeline: tuple[StandInProcess, CollectorProcess]) -> Iterator[str]:
+def bridge(tmp_path: Path, pipeline: tuple[StandInProcess, CollectorProcess]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     _, collector = pipeline
     log_path = tmp_path / "bridge.log"
     env = {
@@ -62,7 +62,7 @@ def bridge_url(tmp_path: Path, pipeline: tuple[StandInProcess, CollectorProcess]
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"sentry-bridge did not start:\n{text}")
             time.sleep(0.05)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         try:
@@ -103,9 +103,10 @@ def walk(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def test_sentry_error_arrives_inside_the_backend_trace(
-    pipeline: tuple[StandInProcess, CollectorProcess], bridge_url: str
+    pipeline: tuple[StandInProcess, CollectorProcess], bridge: tuple[str, subprocess.Popen[bytes]]
 ) -> None:
     standin, collector = pipeline
+    bridge_url, process = bridge
     backend_span_id = export_backend_span(collector)
     # The error was captured while the backend span was active (sentry-python + OTLPIntegration).
     event = error_event(trace_id=TRACE_ID, span_id=backend_span_id, tags={"store_id": "store-42"}, user={"id": "u-7"})
@@ -135,3 +136,11 @@ def test_sentry_error_arrives_inside_the_backend_trace(
     assert span["name"] == "POST /orders"
     assert [log["body"] for log in span["logs"]] == ["TypeError: order.items is undefined"]
     assert set(tree["services"]) >= {"orders-api", "sentry-bridge"}
+
+    # Stopping the bridge right after a delivery flushes the record still in the batch processor.
+    late = error_event(trace_id=TRACE_ID, span_id=backend_span_id, exc_value="late")
+    body, headers = signed_delivery(SECRET, "error", error_payload(late))
+    assert httpx.post(f"{bridge_url}/sentry/webhook", content=body, headers=headers).status_code == 200
+    process.terminate()
+    assert process.wait(timeout=15) == 0
+    wait_for_rows(standin, f"SELECT * FROM logs WHERE attributes LIKE '%{late['event_id']}%'")

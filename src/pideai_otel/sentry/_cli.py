@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import signal
+import socket
 import sys
 from typing import Any
 
@@ -50,13 +52,28 @@ def _init_telemetry() -> Any:
     return None
 
 
-async def _serve(server: Any, host: str) -> None:
-    task = asyncio.create_task(server.serve())
+def _listen(host: str, port: int) -> socket.socket:
+    from ..cli import CommandError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio enables TCP_NODELAY only on sockets whose proto says TCP, and
+    # without it every reply waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise CommandError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --host/--port") from exc
+    return sock
+
+
+async def _serve(server: Any, sock: socket.socket, host: str) -> None:
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
     if server.started:
-        port = server.servers[0].sockets[0].getsockname()[1]
-        print(f"sentry-bridge ready on http://{host}:{port}", file=sys.stderr, flush=True)
+        print(f"sentry-bridge ready on http://{host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
     await task
 
 
@@ -77,15 +94,22 @@ def _run(args: argparse.Namespace) -> int:
 
     from ._app import create_app
 
+    sock = _listen(args.host, args.port)
     try:
         handle = _init_telemetry()
     except ValueError as exc:  # the kit's ConfigError names the variable and the value
+        sock.close()
         raise CommandError(str(exc)) from exc
+    # uvicorn re-raises the stop signal once it has drained; with the default SIGTERM action that
+    # would end the process before the records still in the batch processor are flushed below.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         app = create_app(config)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off"))
-        asyncio.run(_serve(server, args.host))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        asyncio.run(_serve(server, sock, args.host))
     finally:
+        signal.signal(signal.SIGTERM, previous)
+        sock.close()
         if handle is not None:
             handle.shutdown()
     return 0
