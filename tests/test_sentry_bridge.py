@@ -575,3 +575,10 @@ def test_global_providers_by_default(otel_capture: Any) -> None:
     assert record["severity_number"] == 17
     assert record["attributes"]["store_id"] == "store-3"
     assert otel_capture.metric_total("pideai.sentry.events", correlated=True, resource="error") == 1
+
+
+def test_public_surface_is_pinned() -> None:
+    import pideai_otel.sentry as sentry
+
+    assert sorted(sentry.__all__) == ["BridgeConfig", "create_app", "register"]
+    assert all(getattr(sentry, name) is not None for name in sentry.__all__)
