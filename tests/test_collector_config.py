@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-import sys
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,12 +16,15 @@ import httpx
 import pytest
 import yaml
 
-from pideai_otel.collector import CONFIG, MANIFEST, CollectorProcess, validate
+from pideai_otel.collector import CONFIG, MANIFEST, CollectorProcess, free_port, local_env, validate
+from pideai_otel.local import StandInProcess
 from test_collector_helpers import make_collector, otelcol_bin, standin  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.collector
 
 KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
+# The CLI as installed (`python -m pideai_otel.cli` would load cli.py twice, as __main__ and as a module).
+_PIDEAI_OTEL = (sys.executable, "-c", "import sys; from pideai_otel.cli import main; sys.exit(main())")
 
 
 def _compiled_components(binary: Path) -> dict[str, dict[str, str]]:
@@ -140,9 +147,79 @@ def test_status_reports_health_receiver_and_exporters(
     assert result.exporters["otlp_http/default"].queue_capacity["logs"] > 0
 
     cli = subprocess.run(
-        [sys.executable, "-m", "pideai_otel.cli", "collector", "status", "--metrics-url", collector.metrics_url, "--health-url",
+        [*_PIDEAI_OTEL, "collector", "status", "--metrics-url", collector.metrics_url, "--health-url",
          collector.health_url, "--json"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert '"otlp_http/default"' in cli.stdout
+
+
+def test_local_defaults_point_at_the_embedded_standin() -> None:
+    env = local_env({})
+    assert env["BETTERSTACK_INGEST_URL"] == env["BETTERSTACK_ERRORS_INGEST_URL"] == "http://127.0.0.1:4390"
+    assert env["BETTERSTACK_SOURCE_TOKEN"] == env["BETTERSTACK_ERRORS_SOURCE_TOKEN"] == "local-dev-token"
+    assert env["OTELCOL_STORAGE_DIR"].endswith(".pideai-otel/collector-queue")
+    # Explicit settings win.
+    assert local_env({"BETTERSTACK_INGEST_URL": "https://s1.example"})["BETTERSTACK_ERRORS_INGEST_URL"] == "https://s1.example"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_PIDEAI_OTEL, "collector", *args],
+        capture_output=True, text=True, timeout=timeout, check=False, env=env,
+    )  # fmt: skip
+
+
+def test_cli_validate(otelcol_bin: Path, tmp_path: Path) -> None:  # noqa: F811
+    env = {**os.environ, "PIDEAI_OTELCOL_BIN": str(otelcol_bin)}
+    ok = _cli("validate", env=env)
+    assert ok.returncode == 0, ok.stderr
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(CONFIG.read_text().replace("memory_limiter:\n    # 1s", "memory_limiter:\n    bogus_key: 1\n    # 1s"))
+    bad = _cli("validate", "--config", str(broken), env=env)
+    print(bad.stderr[-600:])
+    assert bad.returncode == 2 and "bogus_key" in bad.stderr and "is invalid" in bad.stderr
+
+
+def test_cli_run_in_the_foreground(otelcol_bin: Path, standin: StandInProcess, tmp_path: Path) -> None:  # noqa: F811
+    from test_collector_helpers import TOKENS, log_record, logs_request, wait_for_ids
+
+    ports = {name: free_port() for name in ("grpc", "http", "health", "metrics")}
+    env = {
+        **os.environ,
+        "PIDEAI_OTELCOL_BIN": str(otelcol_bin),
+        "BETTERSTACK_INGEST_URL": standin.url,
+        "BETTERSTACK_SOURCE_TOKEN": TOKENS["default"],
+        "OTELCOL_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
+        "OTELCOL_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
+        "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{ports['health']}",
+        "OTELCOL_METRICS_PORT": str(ports["metrics"]),
+    }
+    proc = subprocess.Popen(
+        [*_PIDEAI_OTEL, "collector", "run"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{ports['health']}/", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.1)
+        response = httpx.post(
+            f"http://127.0.0.1:{ports['http']}/v1/logs",
+            content=logs_request([log_record("via run", "ERROR", attributes={"tid": "run-1"})]).SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+            timeout=5,
+        )
+        assert response.status_code == 200
+        # Only the default source's variables were set: errors fall back to the same source.
+        assert wait_for_ids(standin, "logs", {"run-1"}, 30, source="default") == ["run-1"]
+        assert (tmp_path / ".pideai-otel" / "collector-queue").is_dir()
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the CLI became the collector (exec): it shuts down cleanly
+        output = proc.communicate(timeout=30)[0].decode(errors="replace")
+    print(output.splitlines()[:2])
+    assert proc.returncode == 0, output[-2000:]
+    assert "Shutdown complete" in output

@@ -59,6 +59,9 @@ def make_collector(
         return collector.start()
 
     yield make
+    # Senders left open by a failing test are closed here, so no socket outlives its test.
+    while _open_senders:
+        _open_senders.pop().close()
     for collector in started:
         collector.close()
 
@@ -196,8 +199,13 @@ class Sender:
         self._channel.close()
 
 
+_open_senders: list[Sender] = []
+
+
 def sender_for(collector: CollectorProcess) -> Sender:
-    return Sender(collector.http_endpoint, collector.grpc_endpoint)
+    sender = Sender(collector.http_endpoint, collector.grpc_endpoint)
+    _open_senders.append(sender)
+    return sender
 
 
 # --- reading the stand-in --------------------------------------------------------------------------

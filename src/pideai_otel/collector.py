@@ -534,13 +534,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if env["BETTERSTACK_INGEST_URL"] == LOCAL_INGEST_URL:
         print(f"pideai-otel: sending to the local stand-in at {LOCAL_INGEST_URL} (set BETTERSTACK_* for Better Stack)",
               file=sys.stderr)  # fmt: skip
-    print(f"pideai-otel: queue in {env['OTELCOL_STORAGE_DIR']}", file=sys.stderr)
-    proc = subprocess.Popen([str(binary), f"--config={args.config}"], env=env)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to the collector too; let it drain and shut down cleanly.
-        return proc.wait()
+    print(f"pideai-otel: queue in {env['OTELCOL_STORAGE_DIR']}", file=sys.stderr, flush=True)
+    # Become the collector: signals (Ctrl-C, a supervisor's SIGTERM) reach it directly and its exit
+    # code is ours, so it drains and shuts down exactly as when started on its own.
+    os.execve(binary, [str(binary), f"--config={args.config}"], env)
+    return 0  # pragma: no cover  (execve does not return)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
