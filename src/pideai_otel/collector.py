@@ -37,6 +37,8 @@ BINARY_ENV = "PIDEAI_OTELCOL_BIN"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = REPO_ROOT / "collector" / "manifest.yaml"
 CONFIG = REPO_ROOT / "otel-collector.yaml"
+# Where the Go installer puts Go when it is not on PATH (e.g. a non-login shell).
+GO_FALLBACK = Path("/usr/local/go/bin/go")
 
 # Defaults for `collector run` and `validate`: the embedded local stand-in (`pideai-otel standin`).
 LOCAL_INGEST_URL = "http://127.0.0.1:4390"
@@ -115,7 +117,7 @@ def _try_lock(lock: IO[str]) -> bool:
 
 
 def _go_executable() -> str:
-    found = shutil.which("go") or ("/usr/local/go/bin/go" if _is_executable(Path("/usr/local/go/bin/go")) else None)
+    found = shutil.which("go") or (str(GO_FALLBACK) if _is_executable(GO_FALLBACK) else None)
     if not found:
         raise BuildError(
             "`go` not found on PATH; install Go >= 1.26 to build the collector, "
