@@ -180,5 +180,6 @@ def test_metrics_do_not_get_tenant_keys(cap: TelemetryCapture) -> None:
     counter = pideai_otel.init_telemetry().meter_provider.get_meter("t").create_counter("kit.test.count")
     with pideai_otel.tenant_context(store_id="s", user_id="u"):
         counter.add(1, {"route": "/x"})
+        counter.add(1, {"route": "/x", "user_id": "u-1", "order_id": "o-1"})  # the default View drops these
     (metric,) = cap.metrics(name="kit.test.count")
-    assert metric["points"][0]["attributes"] == {"route": "/x"}
+    assert metric["points"] == [{"attributes": {"route": "/x"}, "value": 2}]

@@ -319,13 +319,15 @@ def init_telemetry(
     instrument_httpx: bool | None = None,
     redaction: RedactionPolicy | bool | None = None,
     baggage_hosts: Iterable[str] | None = None,
-    metric_views: Sequence[View] = (),
+    metric_views: Sequence[View] | None = None,
     disabled: bool | None = None,
 ) -> Telemetry:
     """Set up traces, logs and metrics for this service, once. Returns the handle.
 
     Every argument left as None is read from the environment (see the README's settings table),
     else defaults. A second call returns the first call's handle and changes nothing.
+    `metric_views` replaces the default View, which drops unbounded keys (user_id, order_id...)
+    from every metric series.
     """
     policy = redaction if isinstance(redaction, RedactionPolicy) else None
     if isinstance(log_level, str):
@@ -354,7 +356,7 @@ def _init(
     settings: Settings,
     *,
     policy: RedactionPolicy | None = None,
-    metric_views: Sequence[View] = (),
+    metric_views: Sequence[View] | None = None,
     span_exporter: SpanExporter | None = None,
     log_exporter: LogRecordExporter | None = None,
     metric_reader: MetricReader | None = None,
@@ -392,6 +394,10 @@ def _init(
             export_interval_millis=settings.metric_export_interval * 1000,
             export_timeout_millis=settings.export_timeout * 1000,
         )
+        if metric_views is None:
+            from .domain.metrics import metric_views as cardinality_guard
+
+            metric_views = cardinality_guard()
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader], views=list(metric_views), shutdown_on_exit=False)
 
         trace.set_tracer_provider(tracer_provider)

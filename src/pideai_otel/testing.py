@@ -169,7 +169,7 @@ def capture_telemetry(**settings: Any) -> TelemetryCapture:
             resolve_settings({**defaults, **settings}, environ={}),
             span_exporter=spans, log_exporter=logs, metric_reader=reader,
             span_processor=SimpleSpanProcessor, log_processor=SimpleLogRecordProcessor,
-            metric_views=settings.get("metric_views", ()),
+            metric_views=settings.get("metric_views"),
         )
         _capture = TelemetryCapture(handle, spans, logs, reader)
     _capture.clear()

@@ -18,6 +18,7 @@ import argparse
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -228,20 +229,24 @@ APPS: dict[str, Callable[[], Starlette]] = {
 
 
 def serve(name: str, port: int, host: str = "127.0.0.1") -> None:
+    """Serve one demo service; port 0 picks a free port, announced as `NAME ready on URL`."""
     import uvicorn
 
-    from pideai_otel.domain.metrics import metric_views
+    from pideai_otel._net import listening_socket, url_of
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    pideai_otel.init_telemetry(service_name=name, service_version="demo", metric_views=metric_views())
+    sock = listening_socket(host, port)
+    pideai_otel.init_telemetry(service_name=name, service_version="demo")
     app: Any = pideai_otel.TelemetryMiddleware(APPS[name](), excluded_urls="healthz")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    print(f"{name} ready on {url_of(sock)}", file=sys.stderr, flush=True)
+    server.run(sockets=[sock])
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run one pideai-otel demo service.")
     parser.add_argument("name", choices=sorted(APPS))
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="0 (default) picks a free port")
     args = parser.parse_args(argv)
     serve(args.name, args.port)
 

@@ -7,29 +7,23 @@ exactly what a user runs. Every part is a real process on loopback.
 from __future__ import annotations
 
 import os
+import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
+from pideai_otel._net import listening_socket, url_of
 from pideai_otel.collector import CollectorProcess
 from pideai_otel.local import StandInProcess
 
 SERVICES = ("storefront", "orders", "notifications")
 THIRD_PARTIES = ("gemini", "whatsapp", "payments")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def new_traceparent() -> tuple[str, str]:
@@ -38,31 +32,45 @@ def new_traceparent() -> tuple[str, str]:
     return f"00-{trace_id}-{span_id}-01", trace_id
 
 
-class _Proc:
-    """A child process whose output goes to a log file, ready once `health_url` answers 200."""
+_READY = re.compile(r" ready on (http://127\.0\.0\.1:\d+)")
 
-    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path, health_url: str) -> None:
-        self.name, self.argv, self.env, self.health_url = name, argv, dict(env), health_url
+
+class _Proc:
+    """A child process that binds port 0 itself and announces `... ready on URL` in its log.
+
+    Letting the child pick its port (instead of handing it one that was free a moment ago) means
+    two stacks started side by side can never answer each other's requests.
+    """
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], log_dir: Path, health_path: str) -> None:
+        self.name, self.argv, self.env, self.health_path = name, argv, dict(env), health_path
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self._offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([*self.argv, "--port", "0"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 30.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(self.health_url, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+            if not self.url:
+                with self.log_path.open("rb") as log:
+                    log.seek(self._offset)
+                    found = _READY.search(log.read().decode("utf-8", "replace"))
+                self.url = found.group(1) if found else ""
+            if self.url:
+                try:
+                    if httpx.get(self.url + self.health_path, timeout=1.0).status_code == 200:
+                        return self.url
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not become ready in {timeout:.0f} s; see {self.log_path}")
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -91,7 +99,7 @@ class DemoStack:
         self._with_collector = with_collector
         self._collector_tokens = dict(collector_tokens or self.tokens)
         self._service_env = dict(service_env or {})
-        self.ports: dict[str, int] = {}
+        self.urls: dict[str, str] = {}
         self._procs: dict[str, _Proc] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -102,23 +110,22 @@ class DemoStack:
             self.collector.start()
         for name in THIRD_PARTIES:
             self._spawn(name, [sys.executable, "-m", "pideai_otel.demo.thirdparty", name], "/_control/health")
-        for proc in self._procs.values():
-            proc.wait_ready()
-        base_env = self._telemetry_env()
-        base_env.update({
+        for name in THIRD_PARTIES:
+            self.urls[name] = self._procs[name].wait_ready()
+        env = self._telemetry_env()
+        env.update({
             "PIDEAI_DEMO_GEMINI_URL": self.url("gemini"),
             "PIDEAI_DEMO_WHATSAPP_URL": self.url("whatsapp"),
             "PIDEAI_DEMO_PAYMENTS_URL": self.url("payments"),
             "PIDEAI_DEMO_DB": str(self.workdir / "orders.sqlite3"),
         })
-        for name in SERVICES:
-            self.ports[name] = free_port()
-        base_env["PIDEAI_DEMO_ORDERS_URL"] = self.url("orders")
-        base_env["PIDEAI_DEMO_NOTIFICATIONS_URL"] = self.url("notifications")
-        for name in reversed(SERVICES):
-            self._spawn(name, [sys.executable, "-m", "pideai_otel.demo.services", name], "/healthz", env=base_env)
-        for name in SERVICES:
-            self._procs[name].wait_ready()
+        # Downstream first, so each caller starts knowing where its callee listens.
+        for name, env_var in (("notifications", "PIDEAI_DEMO_NOTIFICATIONS_URL"), ("orders", "PIDEAI_DEMO_ORDERS_URL"),
+                              ("storefront", None)):
+            self._spawn(name, [sys.executable, "-m", "pideai_otel.demo.services", name], "/healthz", env=env)
+            self.urls[name] = self._procs[name].wait_ready()
+            if env_var:
+                env[env_var] = self.urls[name]
         self._configure_whatsapp_webhook()
         return self
 
@@ -142,15 +149,12 @@ class DemoStack:
 
     # -- pieces ------------------------------------------------------------------------------------
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        return self.urls[name]
 
     def _spawn(self, name: str, argv: list[str], health_path: str, env: Mapping[str, str] | None = None) -> None:
-        port = self.ports.get(name) or free_port()
-        self.ports[name] = port
         # The services' telemetry settings come from the stack alone, not from the caller's shell.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PIDEAI_OTEL_"))}
-        full_env = {**inherited, **(env or {}), **self._service_env}
-        proc = _Proc(name, [*argv, "--port", str(port)], full_env, self.log_dir, f"http://127.0.0.1:{port}{health_path}")
+        proc = _Proc(name, argv, {**inherited, **(env or {}), **self._service_env}, self.log_dir, health_path)
         proc.start()
         self._procs[name] = proc
 
@@ -159,8 +163,9 @@ class DemoStack:
         if self.collector is not None:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.collector.grpc_endpoint
             env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc"
-        else:  # nothing listens here: the "collector down" case
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+        else:  # the "collector down" case: a port that was bound and closed, so nothing listens
+            with listening_socket("127.0.0.1", 0) as sock:
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = url_of(sock)
         return env
 
     def _configure_whatsapp_webhook(self) -> None:

@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import socket
 import struct
 import sys
 import threading
@@ -41,6 +40,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from pideai_otel._net import listening_socket
 
 __all__ = [
     "gemini_app",
@@ -512,20 +513,11 @@ def _config(app: Starlette) -> uvicorn.Config:
     )
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
-    return sock
-
-
 class RunningServer:
     """A stand-in served by uvicorn on a background thread; `url` is where it listens."""
 
     def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._sock = _listening_socket(host, port)
+        self._sock = listening_socket(host, port)
         self.host = host
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
@@ -580,7 +572,7 @@ def start(kind: str, *, host: str = "127.0.0.1", port: int = 0, **options: Any) 
 def run(kind: str, *, host: str = "127.0.0.1", port: int, **options: Any) -> None:
     """Serve stand-in `kind` in the foreground until interrupted (SIGINT/SIGTERM)."""
     app = _FACTORIES[kind](**options)
-    sock = _listening_socket(host, port)
+    sock = listening_socket(host, port)
     print(f"{kind} stand-in ready on http://{host}:{sock.getsockname()[1]}", file=sys.stderr, flush=True)
     try:
         uvicorn.Server(_config(app)).run(sockets=[sock])

@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pideai_otel._net import listening_socket
 from pideai_otel.local import store
 
 DEFAULT_HOST = "127.0.0.1"
@@ -373,17 +374,7 @@ def _url(host: str, port: int) -> str:
 
 def bind(host: str, port: int) -> socket.socket:
     """Bind the listening socket up front, so a busy port is a clear error and port 0 works."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    return listening_socket(host, port, backlog=2048)
 
 
 def serve(

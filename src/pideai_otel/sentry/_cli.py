@@ -55,17 +55,12 @@ def _init_telemetry() -> Any:
 def _listen(host: str, port: int) -> socket.socket:
     from ..cli import CommandError
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio enables TCP_NODELAY only on sockets whose proto says TCP, and
-    # without it every reply waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    from .._net import listening_socket
+
     try:
-        sock.bind((host, port))
+        return listening_socket(host, port)
     except OSError as exc:
-        sock.close()
         raise CommandError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --host/--port") from exc
-    return sock
 
 
 async def _serve(server: Any, sock: socket.socket, host: str) -> None:
