@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
                 say(f"  order {n + 1:>2} {store:<15} HTTP {response.status_code}  trace {trace_id}")
         for _, trace_id, _ in placed:
             stack.wait_for_trace(trace_id)
+        callbacks = stack.report_whatsapp_deliveries(("delivered", "read", "delivered", "failed"))
+        say(f"WhatsApp called back {callbacks} delivery statuses; each is logged inside its order's trace")
         store, trace_id, _ = placed[0]
         say("\nall traces arrived at the stand-in. Search them:")
         say(f"  pideai-otel search trace {trace_id}")

@@ -6,6 +6,7 @@ exactly what a user runs. Every part is a real process on loopback.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import secrets
@@ -175,6 +176,19 @@ class DemoStack:
     def script(self, third_party: str, outcomes: Iterable[Any]) -> None:
         """Make a third-party stand-in answer its next calls with these outcomes."""
         httpx.post(f"{self.url(third_party)}/_control/script", json=list(outcomes), timeout=5.0).raise_for_status()
+
+    def report_whatsapp_deliveries(self, statuses: Iterable[str] = ("delivered",)) -> int:
+        """Have the WhatsApp stand-in call back with a status for every message sent so far.
+
+        Cycles through `statuses` (e.g. delivered, read, failed); returns how many callbacks went out.
+        """
+        sent = httpx.get(f"{self.url('whatsapp')}/_control/messages", timeout=10.0).json()
+        updates = [{"message_id": m["id"], "status": status} for m, status in zip(sent, itertools.cycle(statuses))]
+        for update in updates:
+            if update["status"] == "failed":
+                update["errors"] = [{"code": 131026, "title": "Message undeliverable"}]
+        httpx.post(f"{self.url('whatsapp')}/_control/status", json={"updates": updates}, timeout=30.0).raise_for_status()
+        return len(updates)
 
     # -- traffic -------------------------------------------------------------------------------------
     def place_order(self, store_id: str, user_id: str, *, items: list[dict[str, Any]] | None = None,
