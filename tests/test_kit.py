@@ -183,3 +183,29 @@ def test_metrics_do_not_get_tenant_keys(cap: TelemetryCapture) -> None:
         counter.add(1, {"route": "/x", "user_id": "u-1", "order_id": "o-1"})  # the default View drops these
     (metric,) = cap.metrics(name="kit.test.count")
     assert metric["points"] == [{"attributes": {"route": "/x"}, "value": 2}]
+
+
+def test_asgi_unhandled_exception_is_one_error_record_in_the_request_trace(cap: TelemetryCapture) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    async def boom(_: object) -> None:
+        raise RuntimeError("kaput")
+
+    async def plain_asgi(scope: dict, receive: object, send: object) -> None:  # no framework error handling
+        raise KeyError("raw")
+
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for app, path, exc_name in ((Starlette(routes=[Route("/boom", boom)]), "/boom", "RuntimeError"),
+                                (plain_asgi, "/raw", "KeyError")):
+        wrapped = pideai_otel.TelemetryMiddleware(app)
+        transport = httpx.ASGITransport(app=wrapped, raise_app_exceptions=False)
+
+        async def call() -> int:
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return (await client.get(path, headers={"traceparent": traceparent})).status_code
+
+        assert asyncio.run(call()) == 500
+        errors = [r for r in cap.logs(min_severity=17) if r["attributes"].get("exception.type") == exc_name]
+        assert len(errors) == 1
+        assert errors[0]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"

@@ -48,8 +48,9 @@ class _TenantAndErrors:
                 await self.app(scope, receive, tracking_send)
             except Exception as exc:
                 span = trace.get_current_span()
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                if span.is_recording():  # already ended if the app sent its own 500 before raising
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
                 _log.error(
                     "unhandled %s in %s %s", type(exc).__name__, scope.get("method", ""), scope.get("path", ""),
                     exc_info=exc, extra={"http.route": scope.get("path", "")},
