@@ -98,7 +98,8 @@ def test_override_and_errors(fake_go: Path, tmp_path: Path, monkeypatch: pytest.
 
 def test_builder_failure_is_one_clear_line(fake_go: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     go = tmp_path / "bin" / "go"
-    go.write_text(textwrap.dedent("""\
+    go.write_text(
+        textwrap.dedent("""\
         #!/bin/sh
         cat > "$GOBIN/builder" <<'SCRIPT'
         #!/bin/sh
@@ -106,7 +107,8 @@ def test_builder_failure_is_one_clear_line(fake_go: Path, tmp_path: Path, monkey
         exit 1
         SCRIPT
         chmod +x "$GOBIN/builder"
-        """))
+        """)
+    )
     with pytest.raises(BuildError, match=r"the collector build failed \(exit 1\): .*not found"):
         ensure_built(fake_go)
     # Nothing half-built is left to be mistaken for a binary.

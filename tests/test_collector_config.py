@@ -16,10 +16,17 @@ import httpx
 import pytest
 import yaml
 
-from pideai_otel.collector import CONFIG, MANIFEST, CollectorProcess, free_port, local_env, validate
+from pideai_otel.collector import (
+    CONFIG,
+    MANIFEST,
+    CollectorProcess,
+    free_port,
+    local_env,
+    validate,
+)
 from pideai_otel.local import StandInProcess
-from test_collector_helpers import make_collector, otelcol_bin, standin  # noqa: F401  (fixtures)
 
+pytest_plugins = ("test_collector_helpers",)
 pytestmark = pytest.mark.collector
 
 KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
@@ -29,10 +36,10 @@ _PIDEAI_OTEL = (sys.executable, "-c", "import sys; from pideai_otel.cli import m
 
 def _compiled_components(binary: Path) -> dict[str, dict[str, str]]:
     """kind -> {module path: component type} from `<binary> components`."""
-    listing = yaml.safe_load(subprocess.run([str(binary), "components"], capture_output=True, text=True, check=True).stdout)
-    return {
-        kind: {entry["module"].split()[0]: entry["name"] for entry in listing.get(kind) or []} for kind in KINDS
-    }
+    listing = yaml.safe_load(
+        subprocess.run([str(binary), "components"], capture_output=True, text=True, check=True).stdout
+    )
+    return {kind: {entry["module"].split()[0]: entry["name"] for entry in listing.get(kind) or []} for kind in KINDS}
 
 
 def _config_types_used(config: dict) -> dict[str, set[str]]:
@@ -42,20 +49,22 @@ def _config_types_used(config: dict) -> dict[str, set[str]]:
     connectors = set(config.get("connectors", {}))
     for pipeline in config["service"]["pipelines"].values():
         for name in pipeline["receivers"] + pipeline["exporters"]:
-            kind = "connectors" if name in connectors else ("receivers" if name in pipeline["receivers"] else "exporters")
+            kind = (
+                "connectors" if name in connectors else ("receivers" if name in pipeline["receivers"] else "exporters")
+            )
             used[kind].add(name.split("/")[0])
         used["processors"] |= {name.split("/")[0] for name in pipeline.get("processors", [])}
     return used
 
 
-def test_config_validates(otelcol_bin: Path) -> None:  # noqa: F811
+def test_config_validates(otelcol_bin: Path) -> None:
     result = validate(otelcol_bin, CONFIG)
     assert result.returncode == 0, result.stdout + result.stderr
     # Canonical names only: a deprecated alias would log a warning here.
     assert "deprecated" not in (result.stdout + result.stderr).lower()
 
 
-def test_manifest_and_config_list_the_same_components(otelcol_bin: Path) -> None:  # noqa: F811
+def test_manifest_and_config_list_the_same_components(otelcol_bin: Path) -> None:
     manifest = yaml.safe_load(MANIFEST.read_text())
     config = yaml.safe_load(CONFIG.read_text())
     compiled = _compiled_components(otelcol_bin)
@@ -64,7 +73,9 @@ def test_manifest_and_config_list_the_same_components(otelcol_bin: Path) -> None
         modules = {entry["gomod"].split()[0] for entry in manifest.get(kind) or []}
         in_manifest = {compiled[kind][module] for module in modules}
         print(f"{kind}: manifest {sorted(in_manifest)}, config uses {sorted(used[kind])}")
-        assert in_manifest == used[kind], f"{kind}: manifest-only {in_manifest - used[kind]}, config-only {used[kind] - in_manifest}"
+        assert in_manifest == used[kind], (
+            f"{kind}: manifest-only {in_manifest - used[kind]}, config-only {used[kind] - in_manifest}"
+        )
         # Every component defined in the config is wired into the service (no dead blocks).
         defined = {name for name in config.get(kind) or {}}
         wired = {
@@ -111,7 +122,7 @@ def _preflight(collector: CollectorProcess, origin: str) -> httpx.Response:
     )
 
 
-def test_cors_allows_listed_origins_only(make_collector: Callable[..., CollectorProcess]) -> None:  # noqa: F811
+def test_cors_allows_listed_origins_only(make_collector: Callable[..., CollectorProcess]) -> None:
     listed = make_collector(OTELCOL_CORS_ORIGINS="[http://shop.example, http://localhost:5173]")
     allowed = _preflight(listed, "http://localhost:5173")
     print(f"listed origin: {allowed.status_code} {dict(allowed.headers)}")
@@ -129,7 +140,7 @@ def test_cors_allows_listed_origins_only(make_collector: Callable[..., Collector
 
 
 def test_status_reports_health_receiver_and_exporters(
-    make_collector: Callable[..., CollectorProcess],  # noqa: F811
+    make_collector: Callable[..., CollectorProcess],
 ) -> None:
     from test_collector_helpers import log_record, logs_request, sender_for
 
@@ -161,7 +172,10 @@ def test_local_defaults_point_at_the_embedded_standin() -> None:
     assert env["BETTERSTACK_SOURCE_TOKEN"] == env["BETTERSTACK_ERRORS_SOURCE_TOKEN"] == "local-dev-token"
     assert env["OTELCOL_STORAGE_DIR"].endswith(".pideai-otel/collector-queue")
     # Explicit settings win.
-    assert local_env({"BETTERSTACK_INGEST_URL": "https://s1.example"})["BETTERSTACK_ERRORS_INGEST_URL"] == "https://s1.example"
+    assert (
+        local_env({"BETTERSTACK_INGEST_URL": "https://s1.example"})["BETTERSTACK_ERRORS_INGEST_URL"]
+        == "https://s1.example"
+    )
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -171,25 +185,27 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) ->
     )  # fmt: skip
 
 
-def test_cli_validate(otelcol_bin: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_cli_validate(otelcol_bin: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PIDEAI_OTELCOL_BIN": str(otelcol_bin)}
     ok = _cli("validate", env=env)
     assert ok.returncode == 0, ok.stderr
     broken = tmp_path / "broken.yaml"
-    broken.write_text(CONFIG.read_text().replace("memory_limiter:\n    # 1s", "memory_limiter:\n    bogus_key: 1\n    # 1s"))
+    broken.write_text(
+        CONFIG.read_text().replace("memory_limiter:\n    # 1s", "memory_limiter:\n    bogus_key: 1\n    # 1s")
+    )
     bad = _cli("validate", "--config", str(broken), env=env)
     print(bad.stderr[-600:])
     assert bad.returncode == 2 and "bogus_key" in bad.stderr and "is invalid" in bad.stderr
 
 
-def test_cli_run_in_the_foreground(otelcol_bin: Path, standin: StandInProcess, tmp_path: Path) -> None:  # noqa: F811
+def test_cli_run_in_the_foreground(otelcol_bin: Path, standin_process: StandInProcess, tmp_path: Path) -> None:
     from test_collector_helpers import TOKENS, log_record, logs_request, wait_for_ids
 
     ports = {name: free_port() for name in ("grpc", "http", "health", "metrics")}
     env = {
         **os.environ,
         "PIDEAI_OTELCOL_BIN": str(otelcol_bin),
-        "BETTERSTACK_INGEST_URL": standin.url,
+        "BETTERSTACK_INGEST_URL": standin_process.url,
         "BETTERSTACK_SOURCE_TOKEN": TOKENS["default"],
         "OTELCOL_GRPC_ENDPOINT": f"127.0.0.1:{ports['grpc']}",
         "OTELCOL_HTTP_ENDPOINT": f"127.0.0.1:{ports['http']}",
@@ -215,7 +231,7 @@ def test_cli_run_in_the_foreground(otelcol_bin: Path, standin: StandInProcess, t
         )
         assert response.status_code == 200
         # Only the default source's variables were set: errors fall back to the same source.
-        assert wait_for_ids(standin, "logs", {"run-1"}, 30, source="default") == ["run-1"]
+        assert wait_for_ids(standin_process, "logs", {"run-1"}, 30, source="default") == ["run-1"]
         assert (tmp_path / ".pideai-otel" / "collector-queue").is_dir()
     finally:
         proc.send_signal(signal.SIGTERM)  # the CLI became the collector (exec): it shuts down cleanly

@@ -1,6 +1,6 @@
 """Shared helpers for the collector tests: raw OTLP senders and collector/stand-in fixtures.
 
-No tests live here. Payloads are built from the OTLP protobuf messages directly (no SDK), so what
+No tests live here; test modules load it with `pytest_plugins = ("test_collector_helpers",)`. Payloads are built from the OTLP protobuf messages directly (no SDK), so what
 the collector receives is exactly what a test planted, secrets included.
 """
 
@@ -17,9 +17,15 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import (
+    TraceServiceStub,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -39,21 +45,25 @@ def otelcol_bin() -> Path:
 
 
 @pytest.fixture
-def standin(tmp_path: Path) -> Iterator[StandInProcess]:
+def standin_process(tmp_path: Path) -> Iterator[StandInProcess]:
     with StandInProcess(tmp_path / "standin", sources=TOKENS) as process:
         yield process
 
 
 @pytest.fixture
 def make_collector(
-    tmp_path: Path, otelcol_bin: Path, standin: StandInProcess
+    tmp_path: Path, otelcol_bin: Path, standin_process: StandInProcess
 ) -> Iterator[Callable[..., CollectorProcess]]:
     """Factory: `make_collector(**env)` starts a collector pointed at the stand-in."""
     started: list[CollectorProcess] = []
 
     def make(tokens: Mapping[str, str] = TOKENS, **env: str) -> CollectorProcess:
         collector = CollectorProcess(
-            tmp_path / f"collector{len(started)}", standin_url=standin.url, tokens=dict(tokens), binary=otelcol_bin, **env
+            tmp_path / f"collector{len(started)}",
+            standin_url=standin_process.url,
+            tokens=dict(tokens),
+            binary=otelcol_bin,
+            **env,
         )
         started.append(collector)
         return collector.start()

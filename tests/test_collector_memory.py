@@ -8,25 +8,24 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-
-from pideai_otel.collector import CollectorProcess
-from pideai_otel.local import StandInProcess
-from test_collector_helpers import (  # noqa: F401  (fixtures)
+from test_collector_helpers import (
     log_record,
     logs_request,
-    make_collector,
-    otelcol_bin,
     report,
     sender_for,
-    standin,
     wait_for_ids,
 )
 
+from pideai_otel.collector import CollectorProcess
+from pideai_otel.local import StandInProcess
+
+pytest_plugins = ("test_collector_helpers",)
 pytestmark = pytest.mark.collector
 
 
 def test_flood_beyond_memory_limit_is_refused_and_survived(
-    make_collector: Callable[..., CollectorProcess], standin: StandInProcess  # noqa: F811
+    make_collector: Callable[..., CollectorProcess],
+    standin_process: StandInProcess,
 ) -> None:
     # A tiny heap budget: refusing starts at 40 - 10 = 30 MiB of heap.
     collector = make_collector(OTELCOL_MEMORY_LIMIT_MIB="40", OTELCOL_MEMORY_SPIKE_LIMIT_MIB="10")
@@ -72,7 +71,11 @@ def test_flood_beyond_memory_limit_is_refused_and_survived(
     # Once the flood stops, ordinary traffic is accepted and delivered again.
     sender = sender_for(collector)
     ids = {f"after-{i}" for i in range(50)}
-    tries = sender.deliver("logs", logs_request([log_record("calm", "INFO", attributes={"tid": t}) for t in ids]), deadline=60)
+    tries = sender.deliver(
+        "logs", logs_request([log_record("calm", "INFO", attributes={"tid": t}) for t in ids]), deadline=60
+    )
     sender.close()
-    missing, _ = report(f"after the flood (accepted on try {tries})", ids, wait_for_ids(standin, "logs", ids, 120))
+    missing, _ = report(
+        f"after the flood (accepted on try {tries})", ids, wait_for_ids(standin_process, "logs", ids, 120)
+    )
     assert missing == 0

@@ -10,23 +10,21 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-
-from pideai_otel.collector import CollectorProcess
-from pideai_otel.local import StandInProcess
-from test_collector_helpers import (  # noqa: F401  (fixtures)
+from test_collector_helpers import (
     log_record,
     logs_request,
-    make_collector,
     new_trace_id,
-    otelcol_bin,
     sender_for,
     span,
-    standin,
     stored_ids,
     traces_request,
     wait_for_ids,
 )
 
+from pideai_otel.collector import CollectorProcess
+from pideai_otel.local import StandInProcess
+
+pytest_plugins = ("test_collector_helpers",)
 pytestmark = pytest.mark.collector
 
 TRACES = 100
@@ -68,7 +66,8 @@ def _kinds(ids: list[str]) -> Counter[str]:
 
 
 def test_routing_dropping_and_trace_consistent_sampling(
-    make_collector: Callable[..., CollectorProcess], standin: StandInProcess  # noqa: F811
+    make_collector: Callable[..., CollectorProcess],
+    standin_process: StandInProcess,
 ) -> None:
     collector = make_collector(OTELCOL_LOW_VALUE_SAMPLE_PERCENT="50")
     sender = sender_for(collector)
@@ -90,10 +89,13 @@ def test_routing_dropping_and_trace_consistent_sampling(
         | {f"m-nosev-{n}" for n in range(TRACES)}
         | {tid for tid in low_value if trace_of[tid] in kept_traces}
     )
-    errors = wait_for_ids(standin, "logs", errors_expected, 30, source="errors")
-    default = wait_for_ids(standin, "logs", default_expected, 30, source="default")
+    errors = wait_for_ids(standin_process, "logs", errors_expected, 30, source="errors")
+    default = wait_for_ids(standin_process, "logs", default_expected, 30, source="default")
     time.sleep(2)  # anything that should NOT arrive has had time to
-    errors, default = stored_ids(standin, "logs", source="errors"), stored_ids(standin, "logs", source="default")
+    errors, default = (
+        stored_ids(standin_process, "logs", source="errors"),
+        stored_ids(standin_process, "logs", source="default"),
+    )
     print(f"errors source: {dict(_kinds(errors))}")
     print(f"default source: {dict(_kinds(default))}")
     print(f"low-value sampling at 50%: {len(kept_traces)} of {TRACES} traces kept")
@@ -108,7 +110,7 @@ def test_routing_dropping_and_trace_consistent_sampling(
     # Span metrics: request and error counts and latency per service and span name, in the default
     # source. A new cumulative `calls` series starts at 0 (its count shows one flush later), so the
     # counts are read from the latency histogram, which carries them from its first point.
-    durations = standin.wait_for(
+    durations = standin_process.wait_for(
         "SELECT attributes FROM metrics WHERE source = 'default' AND service = 'checkout' "
         "AND name = 'traces.span.metrics.duration'",
         timeout=40,
@@ -120,12 +122,15 @@ def test_routing_dropping_and_trace_consistent_sampling(
     }
     print(f"span metrics for checkout 'POST /orders', requests per status: {counts}")
     assert counts == {"STATUS_CODE_ERROR": 5, "STATUS_CODE_UNSET": 15}
-    calls = standin.query("SELECT count(*) AS n FROM metrics WHERE service = 'checkout' AND name = 'traces.span.metrics.calls'")
+    calls = standin_process.query(
+        "SELECT count(*) AS n FROM metrics WHERE service = 'checkout' AND name = 'traces.span.metrics.calls'"
+    )
     assert calls[0]["n"] >= 2
 
 
 def test_switches_from_the_environment(
-    make_collector: Callable[..., CollectorProcess], standin: StandInProcess  # noqa: F811
+    make_collector: Callable[..., CollectorProcess],
+    standin_process: StandInProcess,
 ) -> None:
     collector = make_collector(
         OTELCOL_DROP_DEBUG="false", OTELCOL_LOW_VALUE_PATTERN="/ping([^a-z]|$)", OTELCOL_LOW_VALUE_SAMPLE_PERCENT="0"
@@ -140,9 +145,9 @@ def test_switches_from_the_environment(
     sender.deliver("logs", logs_request(records))
     sender.close()
     expected = {"e-debug-0", "e-healthz-0"}
-    wait_for_ids(standin, "logs", expected, 30)
+    wait_for_ids(standin_process, "logs", expected, 30)
     time.sleep(2)
-    stored = stored_ids(standin, "logs")
+    stored = stored_ids(standin_process, "logs")
     print(f"DROP_DEBUG=false, pattern /ping, 0%: stored {sorted(stored)}")
     assert sorted(stored) == sorted(expected)
 
@@ -166,7 +171,8 @@ SECRETS = {
 
 
 def test_planted_secrets_never_reach_the_backend(
-    make_collector: Callable[..., CollectorProcess], standin: StandInProcess  # noqa: F811
+    make_collector: Callable[..., CollectorProcess],
+    standin_process: StandInProcess,
 ) -> None:
     collector = make_collector()
     s = SECRETS
@@ -199,16 +205,16 @@ def test_planted_secrets_never_reach_the_backend(
                                     "exception.stacktrace": f"token={s['url_token']}"})]),
     ]))  # fmt: skip
     sender.close()
-    wait_for_ids(standin, "logs", {"red-1", "red-2"}, 30)
-    wait_for_ids(standin, "spans", {"red-3"}, 30)
+    wait_for_ids(standin_process, "logs", {"red-1", "red-2"}, 30)
+    wait_for_ids(standin_process, "spans", {"red-3"}, 30)
 
     stored_text = json.dumps(
-        [standin.query(f"SELECT * FROM {table}") for table in ("logs", "spans", "metrics", "requests")]
+        [standin_process.query(f"SELECT * FROM {table}") for table in ("logs", "spans", "metrics", "requests")]
     )
     db_bytes = b"".join(
-        Path(f"{standin.db_path}{suffix}").read_bytes()
+        Path(f"{standin_process.db_path}{suffix}").read_bytes()
         for suffix in ("", "-wal", "-shm")
-        if Path(f"{standin.db_path}{suffix}").exists()
+        if Path(f"{standin_process.db_path}{suffix}").exists()
     )
     leaked = {name: value for name, value in s.items() if value in stored_text or value.encode() in db_bytes}
     kinds = ("secret", "userinfo", "token", "api_key", "credential", "email", "phone")

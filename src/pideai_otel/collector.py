@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import httpx
 
@@ -85,7 +85,9 @@ def ensure_built(manifest: Path = MANIFEST, *, log: IO[str] | None = None) -> Pa
     if override:
         path = Path(override)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise BuildError(f"{BINARY_ENV}={override} is not an executable file; point it at a built collector or unset it")
+            raise BuildError(
+                f"{BINARY_ENV}={override} is not an executable file; point it at a built collector or unset it"
+            )
         return path
     if not manifest.is_file():
         raise BuildError(f"collector manifest {manifest} not found; run from a pideai-otel checkout")
@@ -96,7 +98,9 @@ def ensure_built(manifest: Path = MANIFEST, *, log: IO[str] | None = None) -> Pa
     lock_path = binary.parent.with_suffix(".lock")
     with open(lock_path, "w") as lock:
         if not _try_lock(lock):
-            print(f"pideai-otel: waiting for another process building the collector ({lock_path})", file=out, flush=True)
+            print(
+                f"pideai-otel: waiting for another process building the collector ({lock_path})", file=out, flush=True
+            )
             fcntl.flock(lock, fcntl.LOCK_EX)
         if _is_executable(binary):  # built by whoever held the lock
             return binary
@@ -134,7 +138,9 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _stream(command: list[str], *, cwd: Path, env: Mapping[str, str], out: IO[str], prefix: str) -> tuple[int, list[str]]:
+def _stream(
+    command: list[str], *, cwd: Path, env: Mapping[str, str], out: IO[str], prefix: str
+) -> tuple[int, list[str]]:
     """Run `command`, copying each output line to `out`; return the exit code and the last lines."""
     tail: list[str] = []
     with subprocess.Popen(
@@ -156,9 +162,13 @@ def _builder(go: str, out: IO[str]) -> Path:
     tools.mkdir(parents=True, exist_ok=True)
     print(f"pideai-otel: installing the collector builder {BUILDER_VERSION} into {tools}", file=out, flush=True)
     env = {**_go_env(), "GOBIN": str(tools)}
-    code, tail = _stream([go, "install", f"{BUILDER_MODULE}@{BUILDER_VERSION}"], cwd=tools, env=env, out=out, prefix="  go: ")
+    code, tail = _stream(
+        [go, "install", f"{BUILDER_MODULE}@{BUILDER_VERSION}"], cwd=tools, env=env, out=out, prefix="  go: "
+    )
     if code != 0 or not _is_executable(builder):
-        raise BuildError(f"`go install {BUILDER_MODULE}@{BUILDER_VERSION}` failed (exit {code}): {' | '.join(tail[-3:])}")
+        raise BuildError(
+            f"`go install {BUILDER_MODULE}@{BUILDER_VERSION}` failed (exit {code}): {' | '.join(tail[-3:])}"
+        )
     return builder
 
 
@@ -205,7 +215,9 @@ def local_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def validate(binary: Path, config: Path = CONFIG, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def validate(
+    binary: Path, config: Path = CONFIG, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `<binary> validate`: builds every pipeline without starting it."""
     return subprocess.run(
         [str(binary), "validate", f"--config={config}"],
@@ -344,8 +356,9 @@ class CollectorProcess:
     def status(self) -> CollectorStatus:
         return status(self.metrics_url, self.health_url)
 
-    def __enter__(self) -> CollectorProcess:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -408,7 +421,7 @@ class CollectorStatus:
 
 
 def _signal_of(name: str, prefix: str) -> str | None:
-    rest = name[len(prefix):].removesuffix("_total")
+    rest = name[len(prefix) :].removesuffix("_total")
     return rest if rest in SIGNALS else None
 
 
@@ -472,11 +485,14 @@ def format_status(result: CollectorStatus) -> str:
         lines.append(f"memory_limiter refused: {counts(result.memory_limiter_refused)}")
     for name, exp in sorted(result.exporters.items()):
         queues = " ".join(
-            f"{kind}={int(size)}/{int(exp.queue_capacity.get(kind, 0))}" for kind, size in sorted(exp.queue_size.items())
+            f"{kind}={int(size)}/{int(exp.queue_capacity.get(kind, 0))}"
+            for kind, size in sorted(exp.queue_size.items())
         )
         lines.append(f"exporter {name}:")
         lines.append(f"  queue bytes used/capacity: {queues or '-'}")
-        lines.append(f"  sent {counts(exp.sent)}; send_failed {counts(exp.send_failed)}; enqueue_failed {counts(exp.enqueue_failed)}")
+        lines.append(
+            f"  sent {counts(exp.sent)}; send_failed {counts(exp.send_failed)}; enqueue_failed {counts(exp.enqueue_failed)}"
+        )
     lines.extend(f"error: {e}" for e in result.errors)
     return "\n".join(lines)
 
@@ -501,7 +517,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     run.set_defaults(func=_cmd_run)
 
     show = commands.add_parser("status", help=_cmd_status.__doc__)
-    show.add_argument("--metrics-url", default=None, help="default: http://127.0.0.1:$OTELCOL_METRICS_PORT/metrics (8888)")
+    show.add_argument(
+        "--metrics-url", default=None, help="default: http://127.0.0.1:$OTELCOL_METRICS_PORT/metrics (8888)"
+    )
     show.add_argument("--health-url", default=None, help="default: http://$OTELCOL_HEALTH_ENDPOINT/ (127.0.0.1:13133)")
     show.add_argument("--json", action="store_true", help="print JSON to stdout")
     show.set_defaults(func=_cmd_status)
@@ -520,7 +538,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     result = validate(ensure_built(), args.config)
     sys.stderr.write(result.stdout + result.stderr)
     if result.returncode != 0:
-        raise CommandError(f"{args.config} is invalid (see above); fix it and run `pideai-otel collector validate` again")
+        raise CommandError(
+            f"{args.config} is invalid (see above); fix it and run `pideai-otel collector validate` again"
+        )
     print(f"{args.config}: valid", file=sys.stderr)
     return 0
 
