@@ -209,3 +209,14 @@ def test_asgi_unhandled_exception_is_one_error_record_in_the_request_trace(cap: 
         errors = [r for r in cap.logs(min_severity=17) if r["attributes"].get("exception.type") == exc_name]
         assert len(errors) == 1
         assert errors[0]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_a_redacted_log_record_keeps_its_trace_context_in_the_otlp_encoding(cap: TelemetryCapture) -> None:
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+
+    with tracer.start_as_current_span("s") as span:
+        log.warning("mail bob@example.com")
+    cap.handle.flush()
+    (readable,) = [r for r in cap._logs.get_finished_logs() if "REDACTED" in str(r.log_record.body)]
+    (encoded,) = encode_logs([readable]).resource_logs[0].scope_logs[0].log_records
+    assert encoded.trace_id.hex() == format(span.get_span_context().trace_id, "032x")

@@ -205,6 +205,10 @@ def _redact_log(readable: ReadableLogRecord, policy: RedactionPolicy) -> Readabl
         timestamp=record.timestamp,
         observed_timestamp=record.observed_timestamp,
         context=record.context,
+        # Explicitly: the exporters read these fields, and `context` alone does not always carry them.
+        trace_id=record.trace_id,
+        span_id=record.span_id,
+        trace_flags=record.trace_flags,
         severity_text=record.severity_text,
         severity_number=record.severity_number,
         body=new_body,

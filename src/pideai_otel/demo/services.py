@@ -82,7 +82,8 @@ def storefront_app() -> Starlette:
             return JSONResponse({"error": "store_id and items are required"}, status_code=400)
         with pideai_otel.tenant_context(store_id=store_id, user_id=user_id):
             count_http_request(store_id=store_id, route="/orders")
-            log.info("order received with %d item(s)", len(body["items"]))
+            # Logging the customer's contact details is the kind of careless line redaction is for.
+            log.info("order received with %d item(s)", len(body["items"]), extra={"customer": body.get("customer")})
             response = await client.post(f"{orders_url}/orders", json=body)
             if response.status_code >= 400:
                 log.warning("orders service answered %s", response.status_code)
@@ -142,8 +143,11 @@ def orders_app() -> Starlette:
     db = _OrderDB(_env("db_path"))
     notifications_url = _env("notifications_url")
     client = httpx.AsyncClient(timeout=30.0)
-    gemini = AsyncGeminiImageClient(base_url=_env("gemini_url"), api_key=os.environ.get("GEMINI_API_KEY", "demo-gemini-key"),
-                                    timeout=10.0)
+    gemini = AsyncGeminiImageClient(
+        base_url=_env("gemini_url"), api_key=os.environ.get("GEMINI_API_KEY", "demo-gemini-key"),
+        timeout=float(os.environ.get("PIDEAI_DEMO_GEMINI_TIMEOUT", "10")),
+        auth="query" if os.environ.get("PIDEAI_DEMO_GEMINI_AUTH") == "query" else "header",
+    )
     payments = AsyncPaymentGatewayClient(base_url=_env("payments_url"), api_key=os.environ.get("PAYMENTS_API_KEY", "demo-pay-key"))
 
     async def create_order(request: Request) -> Response:
