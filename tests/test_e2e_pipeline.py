@@ -181,3 +181,28 @@ def test_forked_worker_exports_its_own_telemetry(tmp_path: Path) -> None:
         bodies = _wait(lambda: len(b := {r["body"].split()[2] for r in standin.query(
             "SELECT body FROM logs WHERE service = 'forking'")}) == 2 and b)
         assert bodies == {"parent", "child"}
+
+
+def test_a_sentry_error_from_the_browser_lands_inside_the_backend_trace(stack: DemoStack) -> None:
+    from pideai_otel.sentry.testing import error_event, error_payload, signed_delivery
+
+    trace_id, response = stack.place_order("store-sentry", "u-5")
+    assert response.status_code == 201
+    spans = stack.wait_for_trace(trace_id)
+    server = next(s for s in spans if s["service"] == "storefront" and s["kind"] == "SERVER")
+    event = error_event(trace_id=trace_id, span_id=server["span_id"], exc_type="TypeError",
+                        exc_value="cart.total is undefined")
+    body, headers = signed_delivery("demo-sentry-secret", "error", error_payload(event))
+    for _ in range(3):  # Sentry retries; one record all the same
+        answer = httpx.post(f"{stack.url('storefront')}/sentry/webhook", content=body, headers=headers, timeout=10)
+        assert answer.status_code in (200, 202), answer.text
+    rows = _wait(lambda: stack.standin.query(
+        f"SELECT * FROM logs WHERE trace_id = '{trace_id}' AND attributes LIKE '%sentry.event_id%'"))
+    time.sleep(1.5)
+    rows = stack.standin.query(f"SELECT * FROM logs WHERE trace_id = '{trace_id}' AND attributes LIKE '%sentry.event_id%'")
+    assert len(rows) == 1
+    assert rows[0]["severity_number"] >= 17 and rows[0]["span_id"] == server["span_id"]
+    assert rows[0]["source"] == "errors"
+    cli = subprocess.run([sys.executable, "-m", "pideai_otel.cli", "search", "trace", "--url", stack.standin.url, trace_id],
+                         capture_output=True, text=True, timeout=60)
+    assert "cart.total is undefined" in cli.stdout + cli.stderr

@@ -1,6 +1,7 @@
 """Three instrumented demo services, each meant to run in its own process.
 
-storefront  POST /orders      the public API a browser calls (sends a traceparent)
+storefront  POST /orders      the public API a browser calls (sends a traceparent);
+   │                          POST /sentry/webhook: Sentry errors, logged inside their trace
    │  httpx
    ▼
 orders      POST /orders      placed -> validated -> paid (payment gateway) -> stored (SQLite) ->
@@ -29,7 +30,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 import pideai_otel
 from pideai_otel.domain import (
@@ -45,6 +46,8 @@ from pideai_otel.domain import (
     order_step,
     webhook_endpoint,
 )
+from pideai_otel.sentry import BridgeConfig
+from pideai_otel.sentry import create_app as create_sentry_bridge
 
 log = logging.getLogger("pideai.demo")
 
@@ -92,10 +95,13 @@ def storefront_app() -> Starlette:
     async def boom(_: Request) -> Response:
         raise RuntimeError("storefront exploded on purpose")
 
+    # The Sentry webhook bridge, mounted in the service: browser errors land in the backend's trace.
+    sentry = create_sentry_bridge(BridgeConfig(client_secret=os.environ.get("SENTRY_CLIENT_SECRET", "demo-sentry-secret")))
     return Starlette(routes=[
         Route("/orders", place_order, methods=["POST"]),
         Route("/boom", boom),
         Route("/healthz", _health),
+        Mount("/", app=sentry),
     ])
 
 
