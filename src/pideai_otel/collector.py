@@ -255,24 +255,35 @@ class CollectorProcess:
         self.config = config
         self.binary = binary
         self.startup_timeout = startup_timeout
-        self.grpc_port, self.http_port, self.health_port, self.metrics_port = (free_port() for _ in range(4))
         self.storage_dir = self.tmp_path / "queue"
         self.log_path = self.tmp_path / "collector.log"
-        errors_token = tokens.get("errors", tokens["default"])
-        self.env = {
+        self._base_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("OTELCOL_", "BETTERSTACK_"))},
             "BETTERSTACK_INGEST_URL": standin_url,
             "BETTERSTACK_SOURCE_TOKEN": tokens["default"],
             "BETTERSTACK_ERRORS_INGEST_URL": standin_url,
-            "BETTERSTACK_ERRORS_SOURCE_TOKEN": errors_token,
+            "BETTERSTACK_ERRORS_SOURCE_TOKEN": tokens.get("errors", tokens["default"]),
+            "OTELCOL_STORAGE_DIR": str(self.storage_dir),
+        }
+        self._extra_env = env
+        self._pick_ports()
+        self._started_once = False
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _pick_ports(self) -> None:
+        self.grpc_port, self.http_port, self.health_port, self.metrics_port = (free_port() for _ in range(4))
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The collector's environment (ports as currently chosen)."""
+        return {
+            **self._base_env,
             "OTELCOL_GRPC_ENDPOINT": f"127.0.0.1:{self.grpc_port}",
             "OTELCOL_HTTP_ENDPOINT": f"127.0.0.1:{self.http_port}",
             "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{self.health_port}",
             "OTELCOL_METRICS_PORT": str(self.metrics_port),
-            "OTELCOL_STORAGE_DIR": str(self.storage_dir),
-            **env,
+            **self._extra_env,
         }
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def grpc_endpoint(self) -> str:
@@ -299,6 +310,23 @@ class CollectorProcess:
             return self
         binary = self.binary or ensure_built()
         self.tmp_path.mkdir(parents=True, exist_ok=True)
+        # A port found free can be taken by another process before the collector binds it. The
+        # first start then moves to new ports; a restart keeps its ports (clients point at them)
+        # and simply tries again.
+        for attempt in range(4):
+            healthy, tail = self._launch(binary)
+            if healthy:
+                self._started_once = True
+                return self
+            if "address already in use" not in tail or attempt == 3:
+                break
+            if self._started_once:
+                time.sleep(0.5)
+            else:
+                self._pick_ports()
+        raise RuntimeError(f"collector did not become healthy (log {self.log_path}):\n{tail}")
+
+    def _launch(self, binary: Path) -> tuple[bool, str]:
         with open(self.log_path, "ab") as log:
             offset = log.tell()
             self._proc = subprocess.Popen(
@@ -312,11 +340,12 @@ class CollectorProcess:
                     break
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(self.health_url).status_code == 200:
-                        return self
+                        return True, ""
                 time.sleep(0.05)
-        tail = self.log_text()[offset:][-3000:]
         self.kill()
-        raise RuntimeError(f"collector did not become healthy (log {self.log_path}):\n{tail}")
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            return False, log.read().decode(errors="replace")[-3000:]
 
     def log_text(self) -> str:
         """Everything the collector wrote to stderr so far (all runs)."""
