@@ -6,8 +6,9 @@ import contextvars
 import re
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, Self
 
+import httpx
 from opentelemetry import baggage, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -83,3 +84,37 @@ def qualified_name(exc: BaseException) -> str:
     """`error.type` for an exception: its fully qualified class name (builtins unqualified)."""
     cls = type(exc)
     return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+class SyncHttpOwner:
+    """Closes the httpx client a domain client made for itself (never one it was given)."""
+
+    _http: httpx.Client
+    _own_http: bool
+
+    def close(self) -> None:
+        if self._own_http:
+            self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncHttpOwner:
+    """The asyncio twin of `SyncHttpOwner`."""
+
+    _http: httpx.AsyncClient
+    _own_http: bool
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -28,7 +28,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from pideai_otel._diagnostics import guarded
 
-from ._common import SCOPE, Stopwatch, qualified_name, scrub, tenant_value
+from ._common import (
+    SCOPE,
+    AsyncHttpOwner,
+    Stopwatch,
+    SyncHttpOwner,
+    qualified_name,
+    scrub,
+    tenant_value,
+)
 from .metrics import domain_metrics
 
 __all__ = [
@@ -395,7 +403,7 @@ class _GeminiCall:
             m.add(m.ai_cost, cost, {"gen_ai.request.model": p.model, "store_id": p.store_id})
 
 
-class GeminiImageClient(_GeminiConfig):
+class GeminiImageClient(_GeminiConfig, SyncHttpOwner):
     """Blocking client. Use as a context manager, or call `close()`, unless you pass `http_client`."""
 
     def __init__(self, *, http_client: httpx.Client | None = None, **config: Any) -> None:
@@ -446,18 +454,8 @@ class GeminiImageClient(_GeminiConfig):
             call.parse(response)
         return call.result
 
-    def close(self) -> None:
-        if self._own_http:
-            self._http.close()
 
-    def __enter__(self) -> GeminiImageClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class AsyncGeminiImageClient(_GeminiConfig):
+class AsyncGeminiImageClient(_GeminiConfig, AsyncHttpOwner):
     """asyncio client. Use as an async context manager, or `await aclose()`, unless you pass `http_client`."""
 
     def __init__(self, *, http_client: httpx.AsyncClient | None = None, **config: Any) -> None:
@@ -504,16 +502,6 @@ class AsyncGeminiImageClient(_GeminiConfig):
                 raise error
             call.parse(response)
         return call.result
-
-    async def aclose(self) -> None:
-        if self._own_http:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> AsyncGeminiImageClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 def _usage(raw: Any) -> GeminiUsage:

@@ -24,7 +24,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 
 from pideai_otel._diagnostics import guarded
 
-from ._common import SCOPE, Stopwatch, qualified_name, tenant_value
+from ._common import (
+    SCOPE,
+    AsyncHttpOwner,
+    Stopwatch,
+    SyncHttpOwner,
+    qualified_name,
+    tenant_value,
+)
 from .metrics import domain_metrics
 
 __all__ = [
@@ -287,7 +294,7 @@ def _read(call: PaymentCall, response: httpx.Response) -> ChargeResult:
     )
 
 
-class PaymentGatewayClient(_GatewayConfig):
+class PaymentGatewayClient(_GatewayConfig, SyncHttpOwner):
     """Blocking client for a charges API (`POST /v1/charges`); one span per call."""
 
     def __init__(self, *, http_client: httpx.Client | None = None, **config: Any) -> None:
@@ -317,18 +324,8 @@ class PaymentGatewayClient(_GatewayConfig):
                 raise error
             return _read(call, response)
 
-    def close(self) -> None:
-        if self._own_http:
-            self._http.close()
 
-    def __enter__(self) -> PaymentGatewayClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class AsyncPaymentGatewayClient(_GatewayConfig):
+class AsyncPaymentGatewayClient(_GatewayConfig, AsyncHttpOwner):
     """asyncio client for a charges API (`POST /v1/charges`); one span per call."""
 
     def __init__(self, *, http_client: httpx.AsyncClient | None = None, **config: Any) -> None:
@@ -357,12 +354,3 @@ class AsyncPaymentGatewayClient(_GatewayConfig):
                 raise error
             return _read(call, response)
 
-    async def aclose(self) -> None:
-        if self._own_http:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> AsyncPaymentGatewayClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

@@ -42,7 +42,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from pideai_otel._diagnostics import guarded
 
-from ._common import SCOPE, Stopwatch, qualified_name, scrub, span_context_from_ids, tenant_value
+from ._common import (
+    SCOPE,
+    AsyncHttpOwner,
+    Stopwatch,
+    SyncHttpOwner,
+    qualified_name,
+    scrub,
+    span_context_from_ids,
+    tenant_value,
+)
 from .metrics import domain_metrics
 
 __all__ = [
@@ -509,7 +518,7 @@ def _text_message(text: str, preview_url: bool) -> dict[str, Any]:
     return {"type": "text", "text": {"body": text, "preview_url": preview_url}}
 
 
-class WhatsAppClient(_WhatsAppConfig):
+class WhatsAppClient(_WhatsAppConfig, SyncHttpOwner):
     """Blocking Cloud API client. Close it (or use `with`) unless you pass `http_client`."""
 
     def __init__(self, *, http_client: httpx.Client | None = None, **config: Any) -> None:
@@ -539,18 +548,8 @@ class WhatsAppClient(_WhatsAppConfig):
                 raise error  # outside the handler: the httpx exception is not chained
             return call.parse(response)
 
-    def close(self) -> None:
-        if self._own_http:
-            self._http.close()
 
-    def __enter__(self) -> WhatsAppClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-class AsyncWhatsAppClient(_WhatsAppConfig):
+class AsyncWhatsAppClient(_WhatsAppConfig, AsyncHttpOwner):
     """asyncio Cloud API client. `await aclose()` (or use `async with`) unless you pass `http_client`."""
 
     def __init__(self, *, http_client: httpx.AsyncClient | None = None, **config: Any) -> None:
@@ -578,16 +577,6 @@ class AsyncWhatsAppClient(_WhatsAppConfig):
             if error is not None:
                 raise error
             return call.parse(response)
-
-    async def aclose(self) -> None:
-        if self._own_http:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> AsyncWhatsAppClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 # --- delivery statuses ----------------------------------------------------------------------------
