@@ -73,15 +73,19 @@ def emit_rss(endpoint: str, n: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _rss_run(log: Any) -> dict[str, Any]:
+def _start_rss(log: Any) -> subprocess.Popen[str]:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens here
-    done = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "benchmarks.p3_collector_down", "rss", "--endpoint", endpoint, "--n", "100000"],
-        env=child_env(), stdout=subprocess.PIPE, stderr=log, text=True, timeout=600,
+        env=child_env(), stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
-    if done.returncode != 0 or not done.stdout.strip():
-        raise RuntimeError(f"the RSS process failed (exit {done.returncode}); see benchmarks/results/workers.log")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _finish_rss(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=600)
+    if proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"the RSS process failed (exit {proc.returncode}); see benchmarks/results/workers.log")
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 # -- latency ---------------------------------------------------------------------------------------
@@ -126,10 +130,19 @@ def run(quick: bool, log: Any) -> Result:
 
     result = Result("P3", "collector down: app latency and memory")
     result.load_before = load()
-    rounds, pairs = (3, 50) if quick else (10, 100)
-    with tempfile.TemporaryDirectory(prefix="pideai-bench-p3-") as tmp:
-        with DemoStack(Path(tmp) / "up", with_collector=True) as up, DemoStack(Path(tmp) / "down", with_collector=False) as down:
-            measured = _latencies(up, down, rounds, pairs)
+    rounds, pairs = (3, 30) if quick else (10, 100)
+    # The memory run only measures RSS, so it overlaps the stacks' start-up; it ends before any
+    # latency is measured.
+    rss_proc = _start_rss(log)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pideai-bench-p3-") as tmp:
+            with DemoStack(Path(tmp) / "up", with_collector=True) as up, DemoStack(Path(tmp) / "down", with_collector=False) as down:
+                rss = _finish_rss(rss_proc)
+                measured = _latencies(up, down, rounds, pairs)
+    finally:
+        if rss_proc.poll() is None:
+            rss_proc.kill()
+            rss_proc.wait()
     times = measured["times"]
     pooled = {name: [t for block in blocks for t in block] for name, blocks in times.items()}
     stats = {name: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "n": len(v)} for name, v in pooled.items()}
@@ -148,7 +161,6 @@ def run(quick: bool, log: Any) -> Result:
     failures = measured["failures"]
     if any(failures.values()):
         result.notes.append(f"orders that did not answer 201: up {failures['up']}, down {failures['down']} (excluded).")
-    rss = _rss_run(log)
     result.rows.append(Row(
         f"RSS growth, {rss['n']:,} spans + {rss['n']:,} logs, collector down (peak / end)",
         f"{rss['growth_peak_mib']:.1f} / {rss['growth_final_mib']:.1f} MiB", f"{rss['baseline_mib']:.0f} MiB at start",

@@ -70,7 +70,7 @@ def run(quick: bool, log: Any) -> Result:
 
     result = Result("P5", "freshness: log call to searchable")
     result.load_before = load()
-    n = 15 if quick else 60
+    n = 10 if quick else 60
     tokens = {"default": "bench-default", "errors": "bench-errors"}
     with tempfile.TemporaryDirectory(prefix="pideai-bench-p5-") as tmp:
         with StandInProcess(Path(tmp) / "standin", sources=tokens) as standin, CollectorProcess(
