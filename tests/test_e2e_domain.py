@@ -33,7 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
         yield running
 
 
-def _until(fetch: Any, done: Any, timeout: float = 40.0) -> Any:
+def _until(fetch: Any, done: Any, timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     value = fetch()
     while not done(value) and time.monotonic() < deadline:

@@ -37,7 +37,7 @@ def _logs_of(stack: DemoStack, trace_id: str) -> list[dict]:
     return stack.standin.query(f"SELECT * FROM logs WHERE trace_id = '{trace_id}'")
 
 
-def _wait(predicate, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+def _wait(predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -78,53 +78,38 @@ class _PerProcess(Generic[_E]):
         return self._inner if self._pid == os.getpid() else None
 
 
-class _ForkSafeSpanExporter(SpanExporter):
-    def __init__(self, factory: Callable[[], SpanExporter]) -> None:
+class _ForkSafe(Generic[_E]):
+    """Delegates shutdown and flush to this process's exporter, if it ever made one."""
+
+    def __init__(self, factory: Callable[[], _E]) -> None:
         self._exporter = _PerProcess(factory)
 
+    def shutdown(self, *args: Any, **kwargs: Any) -> None:
+        if (inner := self._exporter.existing()) is not None:
+            inner.shutdown(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def force_flush(self, timeout_millis: float = 30_000) -> bool:
+        inner = self._exporter.existing()
+        return True if inner is None else bool(inner.force_flush(timeout_millis))  # type: ignore[attr-defined]
+
+
+class _ForkSafeSpanExporter(_ForkSafe[SpanExporter], SpanExporter):
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
         return self._exporter.get().export(spans)
 
-    def shutdown(self) -> None:
-        if (inner := self._exporter.existing()) is not None:
-            inner.shutdown()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        inner = self._exporter.existing()
-        return True if inner is None else inner.force_flush(timeout_millis)
-
-
-class _ForkSafeLogExporter(LogRecordExporter):
-    def __init__(self, factory: Callable[[], LogRecordExporter]) -> None:
-        self._exporter = _PerProcess(factory)
-
+class _ForkSafeLogExporter(_ForkSafe[LogRecordExporter], LogRecordExporter):
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
         return self._exporter.get().export(batch)
 
-    def shutdown(self) -> None:
-        if (inner := self._exporter.existing()) is not None:
-            inner.shutdown()
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        inner = self._exporter.existing()
-        return True if inner is None else inner.force_flush(timeout_millis)
-
-
-class _ForkSafeMetricExporter(MetricExporter):
+class _ForkSafeMetricExporter(_ForkSafe[MetricExporter], MetricExporter):
     def __init__(self, factory: Callable[[], MetricExporter]) -> None:
-        super().__init__()
-        self._exporter = _PerProcess(factory)
+        MetricExporter.__init__(self)
+        _ForkSafe.__init__(self, factory)
 
     def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         return self._exporter.get().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        if (inner := self._exporter.existing()) is not None:
-            inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        inner = self._exporter.existing()
-        return True if inner is None else inner.force_flush(timeout_millis)
 
 
 def _otlp_factories(settings: Settings) -> tuple[Callable[[], SpanExporter], Callable[[], LogRecordExporter], Callable[[], MetricExporter]]:

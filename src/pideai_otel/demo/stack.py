@@ -202,7 +202,7 @@ class DemoStack:
                                headers={"traceparent": traceparent}, timeout=30.0)
         return trace_id, response
 
-    def wait_for_trace(self, trace_id: str, *, services: Iterable[str] = SERVICES, timeout: float = 30.0) -> list[dict[str, Any]]:
+    def wait_for_trace(self, trace_id: str, *, services: Iterable[str] = SERVICES, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Poll the stand-in until spans from every named service of this trace have arrived."""
         wanted = set(services)
         deadline = time.monotonic() + timeout
