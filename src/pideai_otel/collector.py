@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import IO, Any, Self
 
 import httpx
 
+from pideai_otel import _process
 from pideai_otel.cli import CommandError
 
 BUILDER_MODULE = "go.opentelemetry.io/collector/cmd/builder"
@@ -356,26 +356,12 @@ class CollectorProcess:
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM (graceful: the queue stays on disk) and wait; SIGKILL if it overstays."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _process.terminate(self._proc, timeout)
         self._proc = None
 
     def kill(self) -> None:
         """SIGKILL: a crash. Whatever the receiver acknowledged is already in the disk queue."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        _process.kill(self._proc)
         self._proc = None
 
     def restart(self) -> CollectorProcess:

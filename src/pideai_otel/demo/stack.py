@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from pideai_otel import _process
 from pideai_otel._net import listening_socket, url_of
 from pideai_otel.collector import CollectorProcess
 from pideai_otel.local import StandInProcess
@@ -75,14 +76,7 @@ class _Proc:
         raise RuntimeError(f"{self.name} did not become ready in {timeout:.0f} s; see {self.log_path}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _process.terminate(self.process, timeout)
 
 
 class DemoStack:

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -38,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from pideai_otel import _process
 from pideai_otel._net import listening_socket
 from pideai_otel.local import store
 
@@ -497,26 +497,12 @@ class StandInProcess:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM and wait (graceful: in-flight requests finish); SIGKILL if it overstays."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _process.terminate(self._proc, timeout)
         self._proc = None
 
     def kill(self) -> None:
         """SIGKILL: what a crash looks like; committed requests are still on disk."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        _process.kill(self._proc)
         self._proc = None
 
     def restart(self) -> StandInProcess:
