@@ -55,3 +55,13 @@ def test_safe_keys_and_unchanged_attributes() -> None:
 
 def test_no_redaction_twin_changes_nothing() -> None:
     assert NO_REDACTION.redact_text("mail a@b.com") == "mail a@b.com"
+
+
+def test_remembered_results_stay_correct_and_bounded() -> None:
+    fresh = RedactionPolicy()
+    for n in range(10_000):  # more distinct values than the memo holds
+        assert fresh.redact_text(f"user{n}@example.com") == "[REDACTED:email]"
+    assert fresh.redact_text("user7@example.com") == "[REDACTED:email]"
+    assert len(fresh._memo) <= 4096
+    assert fresh.redact_value("note", "call 0414-555-1234") == "call [REDACTED:phone]"
+    assert fresh.redact_value("note", "call 0414-555-1234") == "call [REDACTED:phone]"  # from the memo

@@ -37,7 +37,9 @@ DEFAULT_SAFE_KEYS = frozenset(
     {"store_id", "user_id", "order_id", "session_id", "request_id", "tenant_plan", "trace_id",
      "span_id", "http.status_code", "http.response.status_code", "server.port", "net.peer.port",
      "messaging.message.id", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
-     "code.line.number", "code.lineno", "thread.id", "process.pid", "sentry.event_id", "sentry.issue_id"}
+     "code.line.number", "code.lineno", "thread.id", "process.pid", "sentry.event_id", "sentry.issue_id",
+     # The bridge's code location comes from the source tree, never from users.
+     "code.file.path", "code.function.name", "logger.name", "thread.name"}
 )
 # Keys whose digits-only values are phone numbers (WhatsApp wa_id, recipients).
 _PHONE_KEY = re.compile(r"phone|msisdn|wa_id|recipient|(^|[._])to$|mobile", re.IGNORECASE)
@@ -53,6 +55,14 @@ _PHONE = re.compile(
 )
 _DIGITS_PHONE = re.compile(r"^\+?\d{8,15}$")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# One cheap scan that says whether the token, card or phone detectors could match at all: they need
+# a scheme word, or 7+ digits and separators between two digits. Most values have neither.
+_MAYBE_TOKEN_OR_NUMBER = re.compile(r"\d[\d\s().+-]{5,}\d|(?i:bearer|basic|token)\s")
+_SAFE, _CREDENTIAL, _PHONE_VALUE, _TEXT = range(4)
+# Bounded caches: attribute keys are few and short values repeat (routes, methods, span names).
+_MAX_KEYS = 4096
+_MEMO_SIZE = 4096
+_MEMO_MAX_TEXT = 256
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -97,6 +107,8 @@ class RedactionPolicy:
     cards: bool = True
     enabled: bool = True
     _query: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _key_kinds: dict[str, int] = field(init=False, repr=False, compare=False)
+    _memo: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = sorted({p.lower() for p in self.secret_params} | {p.lower() for p in self.extra_secret_params})
@@ -105,15 +117,29 @@ class RedactionPolicy:
         pattern = re.compile(rf"(?P<lead>(?:^|[?&;\s])(?:{alternatives})=)[^&#;\s\"']*", re.IGNORECASE)
         object.__setattr__(self, "_query", pattern)
         object.__setattr__(self, "credential_keys", tuple(k.lower() for k in self.credential_keys))
+        object.__setattr__(self, "_key_kinds", {})
+        object.__setattr__(self, "_memo", {})
 
     # -- text and values --------------------------------------------------------------------
     def redact_text(self, text: str) -> str:
         if not self.enabled or not text:
             return text
+        done = self._memo.get(text)
+        if done is None:
+            done = self._redact_text(text)
+            if len(text) <= _MEMO_MAX_TEXT:
+                if len(self._memo) >= _MEMO_SIZE:
+                    self._memo.clear()
+                self._memo[text] = done
+        return done
+
+    def _redact_text(self, text: str) -> str:
         if "=" in text:
             text = self._query.sub(r"\g<lead>[REDACTED:secret]", text)
         if "://" in text:
             text = _USERINFO.sub(r"\g<scheme>[REDACTED:userinfo]@", text)
+        if not _MAYBE_TOKEN_OR_NUMBER.search(text):
+            return _EMAIL.sub("[REDACTED:email]", text) if self.emails and "@" in text else text
         text = _BEARER.sub(lambda m: f"{m.group('scheme')} [REDACTED:token]", text)
         if self.emails and "@" in text:
             text = _EMAIL.sub("[REDACTED:email]", text)
@@ -123,14 +149,31 @@ class RedactionPolicy:
             text = _PHONE.sub(_redact_phone, text)
         return text
 
+    def _kind(self, key: str) -> int:
+        kind = self._key_kinds.get(key)
+        if kind is None:
+            if key in self.safe_keys:
+                kind = _SAFE
+            elif any(fragment in key.lower() for fragment in self.credential_keys):
+                kind = _CREDENTIAL
+            elif _PHONE_KEY.search(key):
+                kind = _PHONE_VALUE
+            else:
+                kind = _TEXT
+            if len(self._key_kinds) < _MAX_KEYS:
+                self._key_kinds[key] = kind
+        return kind
+
     def redact_value(self, key: str, value: Any) -> Any:
-        if not self.enabled or key in self.safe_keys:
+        if not self.enabled:
             return value
-        lowered = key.lower()
-        if any(fragment in lowered for fragment in self.credential_keys):
+        kind = self._kind(key)
+        if kind == _SAFE:
+            return value
+        if kind == _CREDENTIAL:
             return "[REDACTED:credential]"
         if isinstance(value, str):
-            if self.phones and _PHONE_KEY.search(key) and _DIGITS_PHONE.match(value.strip()):
+            if kind == _PHONE_VALUE and self.phones and _DIGITS_PHONE.match(value.strip()):
                 return "[REDACTED:phone]"
             return self.redact_text(value)
         if isinstance(value, (tuple, list)):
