@@ -13,10 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from pideai_otel.demo.stack import DemoStack
 
 pytestmark = pytest.mark.collector
+
+
+@pytest.fixture(autouse=True)
+def _as_a_browser() -> Iterator[None]:
+    """Requests here play the browser: an instrumented httpx (other tests install the kit in this
+    process) would replace their traceparent with one of its own."""
+    with suppress_http_instrumentation():
+        yield
 
 GEMINI_KEY = "AIzaSyTEST-planted-gemini-key-0001"
 WHATSAPP_TOKEN = "EAAGplantedWhatsappToken0002"

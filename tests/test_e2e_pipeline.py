@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from pideai_otel.collector import CollectorProcess
 from pideai_otel.demo.stack import SERVICES, DemoStack, new_traceparent
@@ -25,6 +26,14 @@ from pideai_otel.local import StandInProcess
 from pideai_otel.local.search import connect
 
 pytestmark = pytest.mark.collector
+
+
+@pytest.fixture(autouse=True)
+def _as_a_browser() -> Iterator[None]:
+    """Requests here play the browser: an instrumented httpx (other tests install the kit in this
+    process) would replace their traceparent with one of its own."""
+    with suppress_http_instrumentation():
+        yield
 
 
 @pytest.fixture(scope="module")

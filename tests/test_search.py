@@ -28,7 +28,7 @@ from pideai_otel.local import StandInProcess, search
 from pideai_otel.local.cli import main
 
 MINUTE_NS = 60 * 1_000_000_000
-NOW_NS = time.time_ns()
+NOW_NS = time.time_ns()  # reset when the data is written: relative filters ("3m") count from then
 HEADERS = {"Authorization": "Bearer tok-default"}
 
 
@@ -78,6 +78,8 @@ class _Service:
 
 def populate(url: str) -> Dataset:
     """One order across two services, plus unrelated and older records."""
+    global NOW_NS
+    NOW_NS = time.time_ns()
     api, worker = _Service(url, "checkout-api"), _Service(url, "image-worker")
     t0 = NOW_NS - 5 * MINUTE_NS
     ms = 1_000_000

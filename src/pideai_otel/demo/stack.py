@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from pideai_otel import _process
 from pideai_otel._net import listening_socket, url_of
@@ -192,8 +193,10 @@ class DemoStack:
         body = {"store_id": store_id, "user_id": user_id,
                 "items": items or [{"menu_item_id": "arepa-1", "name": "arepa", "qty": 2, "price": 4.5}], **extra}
         sender = client or httpx
-        response = sender.post(f"{self.url('storefront')}/orders", json=body,
-                               headers={"traceparent": traceparent}, timeout=30.0)
+        # A browser's request: if this process instruments httpx, it must not re-parent the trace.
+        with suppress_http_instrumentation():
+            response = sender.post(f"{self.url('storefront')}/orders", json=body,
+                                   headers={"traceparent": traceparent}, timeout=30.0)
         return trace_id, response
 
     def wait_for_trace(self, trace_id: str, *, services: Iterable[str] = SERVICES, timeout: float = 60.0) -> list[dict[str, Any]]:
