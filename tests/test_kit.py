@@ -220,3 +220,25 @@ def test_a_redacted_log_record_keeps_its_trace_context_in_the_otlp_encoding(cap:
     (readable,) = [r for r in cap._logs.get_finished_logs() if "REDACTED" in str(r.log_record.body)]
     (encoded,) = encode_logs([readable]).resource_logs[0].scope_logs[0].log_records
     assert encoded.trace_id.hex() == format(span.get_span_context().trace_id, "032x")
+
+
+class BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+
+def test_hostile_extra_values_never_cost_the_record(cap: TelemetryCapture) -> None:
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        log.info("x" * 200_000, extra={"nested_bad": {"inner": BadRepr()}, "bad": BadRepr(), "loop": loop,
+                                       "big_ints": [2**70, 2**71], "huge": "y" * 100_000, "many": ["z" * 100_000] * 50})
+        (record,) = [r for r in cap.logs() if r["body"].startswith("xxx")]
+    attrs = record["attributes"]
+    assert len(record["body"]) <= 64 * 1024
+    assert "unrepresentable BadRepr" in attrs["nested_bad"] and attrs["bad"] == "<unrepresentable BadRepr>"
+    assert "self" in attrs["loop"]
+    assert "1180591620717411303424" in attrs["big_ints"]
+    assert len(attrs["huge"]) <= 16 * 1024
+    assert len(str(attrs["many"])) <= 60 * 1024

@@ -65,3 +65,23 @@ def test_remembered_results_stay_correct_and_bounded() -> None:
     assert len(fresh._memo) <= 4096
     assert fresh.redact_value("note", "call 0414-555-1234") == "call [REDACTED:phone]"
     assert fresh.redact_value("note", "call 0414-555-1234") == "call [REDACTED:phone]"  # from the memo
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ('{"headers":{"Cookie":"session=9f8e7d","X-Api-Key":"sk_live_51HxY"}}', "9f8e7d"),
+        ('{"headers":{"Cookie":"session=9f8e7d","X-Api-Key":"sk_live_51HxY"}}', "sk_live_51HxY"),
+        ('json body {"password": "hunter2hunter2", "api_key": "sk_live_2"}', "hunter2hunter2"),
+        ("{'client_secret': 'abc\\'def'}", "abc"),
+        ('{"access_token":"ya29.a0Af"}', "ya29.a0Af"),
+    ],
+)
+def test_credentials_inside_serialized_values(text: str, secret: str) -> None:
+    out = policy.redact_text(text)
+    assert secret not in out and "[REDACTED:credential]" in out
+
+
+def test_serialized_values_without_credentials_are_untouched() -> None:
+    text = '{"tokens_used": 12, "status": "ok", "route": "/orders"}'
+    assert policy.redact_text(text) == text

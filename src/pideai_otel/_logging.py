@@ -27,7 +27,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext
 
 from . import _diagnostics
 from ._tenant import current_tenant
-from ._values import to_attribute_value
+from ._values import MAX_BODY_LENGTH, clip, to_attribute_value
 
 __all__ = ["BridgeHandler", "severity_of"]
 
@@ -160,19 +160,26 @@ class BridgeHandler(logging.Handler):
             context=context,
             severity_number=severity_of(record.levelno),
             severity_text=record.levelname,
-            body=item.message,
+            body=clip(item.message, MAX_BODY_LENGTH),
             attributes=attributes,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def flush(self, timeout: float = 5.0) -> bool:
-        """Hand every queued record to the provider; True if the queue emptied in time."""
+        """Hand every queued record to the provider; True if that finished in time.
+
+        Waits for a whole drain to end after the wake-up, so a record the worker had already taken
+        off the queue (and is still converting) is included.
+        """
         deadline = time.monotonic() + timeout
-        while self._queue and time.monotonic() < deadline:
+        while True:
             self._idle.clear()
             self._wake.set()
-            self._idle.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-        return not self._queue
+            finished = self._idle.wait(max(0.0, deadline - time.monotonic()))
+            if finished and not self._queue:
+                return True
+            if time.monotonic() >= deadline:
+                return False
 
     def stop(self, timeout: float = 5.0) -> None:
         self.flush(timeout)

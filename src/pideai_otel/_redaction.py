@@ -54,6 +54,11 @@ _PHONE = re.compile(
     r"|(?:\(\d{2,4}\)\s?|\d{3,4}[\s.-])\d{3,4}[\s.-]\d{2,4}(?:[\s.-]\d{2,4})?)(?![\w.])"
 )
 _DIGITS_PHONE = re.compile(r"^\+?\d{8,15}$")
+# A credential-named field inside serialized data (JSON, a dict's repr): "password": "...".
+_QUOTED_CREDENTIAL = re.compile(
+    r"""(?i)(?P<key>["'][^"'\n]{0,40}?(?:password|passwd|secret|token|api[-_]?key|cookie|authorization)"""
+    r"""[^"'\n]{0,40}?["']\s*:\s*)(?P<q>["'])(?:\\.|(?!(?P=q)).){0,4096}?(?P=q)"""
+)
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 # One cheap scan that says whether the token, card or phone detectors could match at all: they need
 # a scheme word, or 7+ digits and separators between two digits. Most values have neither.
@@ -138,6 +143,8 @@ class RedactionPolicy:
             text = self._query.sub(r"\g<lead>[REDACTED:secret]", text)
         if "://" in text:
             text = _USERINFO.sub(r"\g<scheme>[REDACTED:userinfo]@", text)
+        if ":" in text and ('"' in text or "'" in text):
+            text = _QUOTED_CREDENTIAL.sub(r"\g<key>\g<q>[REDACTED:credential]\g<q>", text)
         if not _MAYBE_TOKEN_OR_NUMBER.search(text):
             return _EMAIL.sub("[REDACTED:email]", text) if self.emails and "@" in text else text
         text = _BEARER.sub(lambda m: f"{m.group('scheme')} [REDACTED:token]", text)

@@ -19,13 +19,13 @@ from typing import Any, Generic, TypeVar
 
 from opentelemetry import _logs, metrics, propagate, trace
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
+from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.version import __version__ as _sdk_version
@@ -33,6 +33,7 @@ from opentelemetry.version import __version__ as _sdk_version
 from . import _diagnostics
 from ._config import Settings, resolve_settings
 from ._logging import BridgeHandler
+from ._values import MAX_ATTRIBUTE_LENGTH
 from ._redaction import NO_REDACTION, RedactingLogExporter, RedactingSpanExporter, RedactionPolicy
 from ._tenant import (
     GuardedBaggagePropagator,
@@ -366,11 +367,16 @@ def _init(
         logs_out: LogRecordExporter = RedactingLogExporter(raw_logs, policy) if policy.enabled else raw_logs
 
         resource = _resource(settings)
-        tracer_provider = TracerProvider(resource=resource, sampler=_sampler(settings), shutdown_on_exit=False)
+        # Better Stack advises records under 100 KiB, and the collector drops a whole batch when one
+        # record cannot fit a request; cap every attribute value unless the user chose a limit.
+        length = None if os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT") else MAX_ATTRIBUTE_LENGTH
+        tracer_provider = TracerProvider(resource=resource, sampler=_sampler(settings), shutdown_on_exit=False,
+                                         span_limits=SpanLimits(max_attribute_length=length))
         tracer_provider.add_span_processor(TenantSpanProcessor())
         tracer_provider.add_span_processor((span_processor or BatchSpanProcessor)(spans_out))
 
-        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+        logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False,
+                                         log_record_limits=LogRecordLimits(max_attribute_length=length))
         logger_provider.add_log_record_processor(TenantLogProcessor())
         logger_provider.add_log_record_processor((log_processor or BatchLogRecordProcessor)(logs_out))
 
