@@ -136,7 +136,7 @@ def free_port() -> int:
 def can_import(module: str) -> str | None:
     """None if `module` imports in a benchmark subprocess, else the reason it does not."""
     done = subprocess.run(
-        [sys.executable, "-c", f"import {module}"], env=child_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", f"import {module}"], env=child_env(), capture_output=True, text=True, timeout=60, check=False
     )
     if done.returncode == 0:
         return None
@@ -155,7 +155,7 @@ def serve_worker(setup: Callable[[], Callable[[dict[str, Any]], dict[str, Any]]]
     sys.stdout = sys.stderr
     try:
         run = setup()
-    except Exception as exc:  # reported to the runner, which skips the variant
+    except Exception as exc:  # noqa: BLE001 - any set-up failure is reported to the runner, which skips the variant
         proto.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
         return
     proto.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")

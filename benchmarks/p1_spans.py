@@ -29,7 +29,7 @@ ATTRIBUTES: tuple[tuple[str, Any], ...] = (
     ("payment.amount", 12.5),
     ("customer.note", "leave it at the door, ring twice"),
 )
-VARIANTS = ("plain", "kit", "kit+proposed", "logfire", "logfire-span")
+VARIANTS = ("plain", "kit", "logfire", "logfire-span")
 
 
 # -- worker side ---------------------------------------------------------------------------------
@@ -58,19 +58,16 @@ def _setup(variant: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
         provider.add_span_processor(BatchSpanProcessor(exporter))
         tracer = provider.get_tracer("bench")
         flush: Callable[[], Any] = provider.force_flush
-    elif variant in ("kit", "kit+proposed"):
+    elif variant == "kit":
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
         import pideai_otel
+        from benchmarks.p2_logs import counting_log_exporter
         from pideai_otel._config import resolve_settings
         from pideai_otel._setup import _init
 
-        from benchmarks._proposed import proposed_policy
-        from benchmarks.p2_logs import counting_log_exporter
-
         settings = resolve_settings({"service_name": "bench"}, environ={})  # defaults, as init_telemetry builds it
-        policy = proposed_policy() if variant == "kit+proposed" else None
-        handle = _init(settings, policy=policy, span_exporter=exporter, log_exporter=counting_log_exporter(), metric_reader=InMemoryMetricReader())
+        handle = _init(settings, span_exporter=exporter, log_exporter=counting_log_exporter(), metric_reader=InMemoryMetricReader())
         assert handle.tracer_provider is not None
         tracer = handle.tracer_provider.get_tracer("bench")
         flush = handle.tracer_provider.force_flush

@@ -2,8 +2,9 @@
 
 Latency: two complete demo stacks (pideai_otel.demo.stack.DemoStack) run side by side, one with
 the collector and one whose services export to a port where nothing listens. Orders are placed
-alternately on the two (ABAB..., the first of each pair alternating too), each timed on the client;
-the figure is p50 and p99 of the down stack over the up stack.
+alternately on the two (ABAB..., the first of each pair alternating too), each timed on the client,
+in rounds of pairs; the figures are p50 and p99 of all down-stack orders over all up-stack orders,
+the per-round p50 ratios, and the services' CPU per order (from /proc) in each stack.
 
 Memory: a fresh process runs `init_telemetry` against a dead endpoint (real OTLP/gRPC exporter,
 default settings) and emits 100,000 spans and 100,000 log records (one of each per iteration,
@@ -135,10 +136,13 @@ def run(quick: bool, log: Any) -> Result:
     # latency is measured.
     rss_proc = _start_rss(log)
     try:
-        with tempfile.TemporaryDirectory(prefix="pideai-bench-p3-") as tmp:
-            with DemoStack(Path(tmp) / "up", with_collector=True) as up, DemoStack(Path(tmp) / "down", with_collector=False) as down:
-                rss = _finish_rss(rss_proc)
-                measured = _latencies(up, down, rounds, pairs)
+        with (
+            tempfile.TemporaryDirectory(prefix="pideai-bench-p3-") as tmp,
+            DemoStack(Path(tmp) / "up", with_collector=True) as up,
+            DemoStack(Path(tmp) / "down", with_collector=False) as down,
+        ):
+            rss = _finish_rss(rss_proc)
+            measured = _latencies(up, down, rounds, pairs)
     finally:
         if rss_proc.poll() is None:
             rss_proc.kill()

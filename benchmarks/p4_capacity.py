@@ -1,18 +1,22 @@
 """P4: the built collector's capacity, full production config, to the stand-in and to a null sink.
 
-Several sender processes push pre-serialised OTLP/gRPC requests (512 spans or 512 log records
-each, built once, so a sender spends almost no CPU) with a few requests in flight, for a fixed
-time. Then the runner waits until the collector's exporters have delivered everything they
-accepted (queue empty), up to a cap. From the collector's own metrics:
-  accepted/s   otelcol_receiver_accepted_* over the load window (what the receiver took in)
-  delivered/s  otelcol_exporter_sent_* over load + drain (what the backend acknowledged)
-  sustained    delivered records / (load + drain time), with zero otelcol_receiver_refused_*;
-               if the queue did not drain within the cap, this is the backend-limited rate
-The collector's CPU (all cores, % of one core) and peak RSS are read from /proc. The same run is
-made against the stand-in (Python + SQLite: its ingest rate is the delivered rate) and against
-benchmarks._sink, which answers 200 `{}` without decoding, to measure the collector alone.
+Two sender processes push pre-serialised OTLP/gRPC requests (512 spans or 512 log records each,
+built once, so a sender spends almost no CPU) with 4 requests in flight each, for a fixed time.
+From the collector's own metrics, over a steady-state window (from 2 s after the start to the end
+of the load):
+  accepted/s   otelcol_receiver_accepted_*: what the receiver took in
+  delivered/s  otelcol_exporter_sent_*: what the backend acknowledged (with the stand-in as the
+               backend this is the stand-in's ingest rate)
+  refused      otelcol_receiver_refused_* and memory_limiter refusals over the whole phase
+After the load the runner waits until the exporters have delivered everything accepted (queue
+empty), up to a cap, so a backlog is visible. The collector's CPU (% of one core, all threads)
+and peak RSS come from /proc. Setups: production config to the stand-in; production config to
+benchmarks._sink, which answers 200 `{}` without decoding (the collector alone); in a full run also
+the sink with one cost removed at a time (memory queue, no key-based redaction, no redaction), all
+collectors running side by side and rotated per round.
 
     python -m benchmarks.p4_capacity sender --target 127.0.0.1:4317 --signal spans --seconds 10
+    (it builds its requests, prints `ready`, and starts sending when a line arrives on stdin)
 """
 
 from __future__ import annotations

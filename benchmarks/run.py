@@ -12,11 +12,11 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import traceback
 from datetime import UTC, datetime
-from pathlib import Path
 
 from benchmarks._common import BENCH_DIR, Result, load, markdown_table
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(BENCHMARKS[bench])
             try:
                 result = module.run(args.quick, log)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - one failed benchmark must not lose the others' results
                 traceback.print_exc()
                 result = Result(bench, BENCHMARKS[bench], skipped=f"failed: {type(exc).__name__}: {exc}")
             result.seconds = round(time.monotonic() - t0, 1)
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "seconds": round(time.monotonic() - started, 1),
+        "commit": _commit(),
         "results": [r.to_json() for r in results],
     }
     (out_dir / "latest.json").write_text(json.dumps(document, indent=1, default=str))
@@ -82,14 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _commit() -> str:
+    """The checkout's commit, marked `+changes` when tracked files differ from it."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=BENCH_DIR, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def _write_markdown(document: dict, results: list[Result]) -> None:
     lines = [
         "# Latest benchmark results",
         "",
-        f"Measured {document['when']} on {document['machine']['cpus']} CPUs, Python "
-        f"{document['machine']['python']} ({'quick' if document['quick'] else 'full'} run, "
-        f"{document['seconds']} s). Regenerate with `.venv/bin/python -m benchmarks --markdown`; "
-        "what each figure means is in README.md.",
+        (
+            f"Measured {document['when']} at commit {document['commit']} on {document['machine']['cpus']} CPUs, Python "
+            f"{document['machine']['python']} ({'quick' if document['quick'] else 'full'} run, "
+            f"{document['seconds']} s). Regenerate with `.venv/bin/python -m benchmarks --markdown`; "
+            "what each figure means is in README.md."
+        ),
         "",
         markdown_table(results),
         "",
