@@ -57,3 +57,33 @@ def test_settings_table_lists_every_variable() -> None:
     table = settings_table_markdown()
     for var in ("OTEL_SERVICE_NAME", "OTEL_SDK_DISABLED", "PIDEAI_OTEL_SHUTDOWN_TIMEOUT", "PIDEAI_OTEL_BAGGAGE_HOSTS"):
         assert var in table
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("protocol", "foo"),
+        ("endpoint", "not a url"),
+        ("export_timeout", -1),
+        ("shutdown_timeout", 0),
+        ("shutdown_timeout", float("inf")),
+        ("disabled", "false"),
+        ("baggage_hosts", "localhost"),
+        ("log_level", -5),
+        ("metric_export_interval", 0),
+        ("sampler_arg", float("nan")),
+    ],
+)
+def test_bad_argument_is_as_clear_an_error_as_a_bad_variable(argument: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"init_telemetry\({argument}="):
+        resolve_settings({argument: value}, environ={})
+
+
+def test_non_finite_environment_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match="PIDEAI_OTEL_SHUTDOWN_TIMEOUT='inf'"):
+        resolve_settings({}, environ={"PIDEAI_OTEL_SHUTDOWN_TIMEOUT": "inf"})
+
+
+def test_good_arguments_are_normalised() -> None:
+    s = resolve_settings({"protocol": "HTTP", "baggage_hosts": ["LocalHost"], "export_timeout": 2}, environ={})
+    assert (s.protocol, s.baggage_hosts, s.export_timeout) == ("http/protobuf", ("localhost",), 2.0)

@@ -242,3 +242,21 @@ def test_hostile_extra_values_never_cost_the_record(cap: TelemetryCapture) -> No
     assert "1180591620717411303424" in attrs["big_ints"]
     assert len(attrs["huge"]) <= 16 * 1024
     assert len(str(attrs["many"])) <= 60 * 1024
+
+
+def test_an_edge_service_ignores_tenant_baggage_from_outside(cap: TelemetryCapture) -> None:
+    seen: list[dict[str, str]] = []
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        seen.append(dict(pideai_otel.current_tenant()))
+        await send({"type": "http.response.start", "status": 204, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b""})  # type: ignore[operator]
+
+    async def call(trust: bool) -> None:
+        transport = httpx.ASGITransport(app=pideai_otel.TelemetryMiddleware(app, trust_baggage=trust))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await client.get("/", headers={"baggage": "store_id=evil-store,user_id=admin"})
+
+    asyncio.run(call(trust=False))
+    asyncio.run(call(trust=True))
+    assert seen == [{}, {"store_id": "evil-store", "user_id": "admin"}]

@@ -73,10 +73,15 @@ def test_shutdown_respects_its_deadline_with_no_collector() -> None:
             handle.flush()
         except pideai_otel.TelemetryShutdownError as exc:
             print("after:", exc)
+        try:
+            pideai_otel.init_telemetry(service_name="again")
+        except pideai_otel.TelemetryShutdownError as exc:
+            print("again:", exc)
     """
     proc, _ = _run(script)
     assert proc.returncode == 0, proc.stderr
     assert "after: flush() called after shutdown()" in proc.stdout
+    assert "again: init_telemetry() after shutdown()" in proc.stdout
 
 
 def test_sdk_disabled_installs_nothing() -> None:

@@ -8,6 +8,7 @@ then the first environment variable of the setting that is set and non-empty (th
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,10 +31,10 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
-def _positive_float(raw: str) -> float:
+def _positive_float(raw: str | float) -> float:
     value = float(raw)
-    if not value > 0:
-        raise ValueError("expected a number greater than 0")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError("expected a finite number greater than 0")
     return value
 
 
@@ -103,7 +104,7 @@ def _sampler(raw: str) -> str:
 
 def _ratio(raw: str) -> float:
     value = float(raw)
-    if not 0.0 <= value <= 1.0:
+    if not 0.0 <= value <= 1.0:  # also false for NaN
         raise ValueError("expected a number between 0 and 1")
     return value
 
@@ -182,6 +183,54 @@ class Settings:
     """Where each value came from ("argument", the variable's name, or "default")."""
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected True or False")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value.strip()
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not all(isinstance(h, str) for h in value):
+        raise ValueError("expected a list of host names, e.g. ['localhost', '*.internal']")
+    return tuple(h.lower() for h in value)
+
+
+def _level(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("expected a logging level such as logging.INFO")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("expected a number of seconds")
+    return _positive_float(value)
+
+
+def _attributes(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping of attribute names to values")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+# Arguments are checked as strictly as environment values; times are seconds here, not ms.
+_ARGUMENT_CHECKS: Mapping[str, Callable[[Any], Any]] = {
+    "service_name": _text, "service_version": _text, "environment": _text,
+    "resource_attributes": _attributes,
+    "protocol": lambda v: _protocol(_text(v)), "endpoint": lambda v: _endpoint(_text(v)),
+    "export_timeout": _seconds, "shutdown_timeout": _seconds, "metric_export_interval": _seconds,
+    "disabled": _flag, "capture_logging": _flag, "instrument_httpx": _flag, "redaction": _flag,
+    "sampler": lambda v: _sampler(_text(v)), "sampler_arg": lambda v: _ratio(str(v)),
+    "log_level": _level, "baggage_hosts": _hosts,
+}
+
+
 def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
     """Apply the precedence to every setting; raise ConfigError on the first bad value."""
     environ = os.environ if environ is None else environ
@@ -190,7 +239,11 @@ def resolve_settings(arguments: Mapping[str, Any], environ: Mapping[str, str] | 
     for setting in SETTINGS:
         explicit = arguments.get(setting.name)
         if explicit is not None:
-            values[setting.name], sources[setting.name] = explicit, "argument"
+            try:
+                values[setting.name] = _ARGUMENT_CHECKS[setting.name](explicit)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"init_telemetry({setting.name}={explicit!r}) is not valid: {exc}") from None
+            sources[setting.name] = "argument"
             continue
         for var in setting.env:
             raw = environ.get(var)

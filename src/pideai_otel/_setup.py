@@ -31,7 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.version import __version__ as _sdk_version
 
 from . import _diagnostics
-from ._config import Settings, resolve_settings
+from ._config import ConfigError, Settings, resolve_settings
 from ._logging import BridgeHandler
 from ._values import MAX_ATTRIBUTE_LENGTH
 from ._redaction import NO_REDACTION, RedactingLogExporter, RedactingSpanExporter, RedactionPolicy
@@ -214,7 +214,7 @@ class Telemetry:
     def flush(self, timeout: float | None = None) -> bool:
         """Export everything recorded so far; True if every signal finished within `timeout`."""
         if self._shutdown:
-            raise TelemetryShutdownError("flush() called after shutdown(); call init_telemetry() again first")
+            raise TelemetryShutdownError("flush() called after shutdown(); telemetry cannot restart in this process")
         deadline = time.monotonic() + (self.settings.shutdown_timeout if timeout is None else timeout)
         parts = self._parts
         ok = parts.handler.flush(_remaining(deadline)) if parts.handler else True
@@ -269,6 +269,7 @@ def _remaining(deadline: float) -> float:
 # -- global state ------------------------------------------------------------------------------
 _lock = threading.RLock()
 _state: Telemetry | None = None
+_installed_once = False  # OpenTelemetry's global providers can be set once per process
 
 
 def _forget(handle: Telemetry) -> None:
@@ -319,9 +320,7 @@ def init_telemetry(
     if isinstance(log_level, str):
         level = logging.getLevelName(log_level.upper())
         if not isinstance(level, int):
-            from ._config import ConfigError
-
-            raise ConfigError(f"log_level={log_level!r} is not a logging level")
+            raise ConfigError(f"init_telemetry(log_level={log_level!r}) is not valid: expected DEBUG, INFO, WARNING...")
         log_level = level
     settings = resolve_settings(
         {
@@ -331,7 +330,7 @@ def init_telemetry(
             "metric_export_interval": metric_export_interval, "capture_logging": capture_logging,
             "log_level": log_level, "instrument_httpx": instrument_httpx,
             "redaction": None if redaction is None else bool(redaction if policy is None else policy.enabled),
-            "baggage_hosts": None if baggage_hosts is None else tuple(h.lower() for h in baggage_hosts),
+            "baggage_hosts": baggage_hosts,
             "disabled": disabled,
         }
     )
@@ -349,10 +348,15 @@ def _init(
     span_processor: Callable[[SpanExporter], SpanProcessor] | None = None,
     log_processor: Callable[[LogRecordExporter], LogRecordProcessor] | None = None,
 ) -> Telemetry:
-    global _state
+    global _state, _installed_once
     with _lock:
         if _state is not None:
             return _state
+        if _installed_once:
+            raise TelemetryShutdownError(
+                "init_telemetry() after shutdown(): OpenTelemetry's global providers can be installed once per "
+                "process, so telemetry cannot restart here; shut down only at exit"
+            )
         _diagnostics.install_sdk_log_handler()
         if settings.disabled:
             _state = Telemetry(settings, _Parts())
@@ -391,6 +395,7 @@ def _init(
             metric_views = cardinality_guard()
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader], views=list(metric_views), shutdown_on_exit=False)
 
+        _installed_once = True
         trace.set_tracer_provider(tracer_provider)
         _logs.set_logger_provider(logger_provider)
         metrics.set_meter_provider(meter_provider)

@@ -28,8 +28,9 @@ Send = Any
 
 
 class _TenantAndErrors:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, trust_baggage: bool) -> None:
         self.app = app
+        self.trust_baggage = trust_baggage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -43,7 +44,7 @@ class _TenantAndErrors:
                 started = True
             await send(message)
 
-        with tenant_context(**tenant_from_baggage()):
+        with tenant_context(**(tenant_from_baggage() if self.trust_baggage else {})):
             try:
                 await self.app(scope, receive, tracking_send)
             except Exception as exc:
@@ -62,12 +63,19 @@ class _TenantAndErrors:
 
 
 class TelemetryMiddleware:
-    """ASGI middleware for any framework (Starlette, FastAPI, plain ASGI)."""
+    """ASGI middleware for any framework (Starlette, FastAPI, plain ASGI).
 
-    def __init__(self, app: Any, *, excluded_urls: str | None = None, **contrib_options: Any) -> None:
+    `trust_baggage=False` for a service that browsers or other outside clients call directly: it
+    still continues their traceparent, but never takes store_id/user_id from a header anyone can
+    write; the handler sets the tenant from what it has authenticated.
+    """
+
+    def __init__(self, app: Any, *, trust_baggage: bool = True, excluded_urls: str | None = None,
+                 **contrib_options: Any) -> None:
         # One span per request: the per-message "http send/receive" spans add volume, not insight.
         contrib_options.setdefault("exclude_spans", ["receive", "send"])
-        self.app = OpenTelemetryMiddleware(_TenantAndErrors(app), excluded_urls=excluded_urls, **contrib_options)
+        self.app = OpenTelemetryMiddleware(_TenantAndErrors(app, trust_baggage), excluded_urls=excluded_urls,
+                                           **contrib_options)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)

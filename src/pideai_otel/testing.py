@@ -183,6 +183,7 @@ def reset_telemetry() -> None:
     if handle is not None:
         handle.shutdown(timeout=2.0)
     _capture = None
+    _setup._installed_once = False
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     _logs._internal._LOGGER_PROVIDER_SET_ONCE = Once()

@@ -247,7 +247,8 @@ def serve(name: str, port: int, host: str = "127.0.0.1") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sock = listening_socket(host, port)
     pideai_otel.init_telemetry(service_name=name, service_version="demo")
-    app: Any = pideai_otel.TelemetryMiddleware(APPS[name](), excluded_urls="healthz")
+    # The storefront faces browsers: it continues their trace but sets the tenant itself.
+    app: Any = pideai_otel.TelemetryMiddleware(APPS[name](), excluded_urls="healthz", trust_baggage=name != "storefront")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     print(f"{name} ready on {url_of(sock)}", file=sys.stderr, flush=True)
     server.run(sockets=[sock])
