@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from pideai_otel.cli import CommandError
 from pideai_otel.collector import (
     CONFIG,
     MANIFEST,
@@ -173,9 +174,17 @@ def test_local_defaults_point_at_the_embedded_standin() -> None:
     assert env["OTELCOL_STORAGE_DIR"].endswith(".pideai-otel/collector-queue")
     # Explicit settings win.
     assert (
-        local_env({"BETTERSTACK_INGEST_URL": "https://s1.example"})["BETTERSTACK_ERRORS_INGEST_URL"]
+        local_env({"BETTERSTACK_INGEST_URL": "https://s1.example", "BETTERSTACK_SOURCE_TOKEN": "t"})[
+            "BETTERSTACK_ERRORS_INGEST_URL"]
         == "https://s1.example"
     )
+
+
+def test_a_real_source_without_its_token_is_refused_not_sent_the_dev_token() -> None:
+    with pytest.raises(CommandError, match="BETTERSTACK_SOURCE_TOKEN is not"):
+        local_env({"BETTERSTACK_INGEST_URL": "https://s1.example"})
+    with pytest.raises(CommandError, match="is not a URL"):
+        local_env({"BETTERSTACK_INGEST_URL": "not-a-url", "BETTERSTACK_SOURCE_TOKEN": "t"})
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -207,6 +207,14 @@ def _build(manifest: Path, binary: Path, out: IO[str]) -> None:
 def local_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """`base` (default: os.environ) with the Better Stack variables defaulted to the local stand-in."""
     env = dict(os.environ if base is None else base)
+    for url_var, token_var in (("BETTERSTACK_INGEST_URL", "BETTERSTACK_SOURCE_TOKEN"),
+                               ("BETTERSTACK_ERRORS_INGEST_URL", "BETTERSTACK_ERRORS_SOURCE_TOKEN")):
+        url = env.get(url_var, "")
+        if url and url != LOCAL_INGEST_URL and not env.get(token_var):
+            # Never send the development token to a real Better Stack host.
+            raise CommandError(f"{url_var} is set but {token_var} is not; export the source's token")
+        if url and not url.startswith(("http://", "https://")):
+            raise CommandError(f"{url_var}={url!r} is not a URL; expected https://s<id>.<cluster>.betterstackdata.com")
     env.setdefault("BETTERSTACK_INGEST_URL", LOCAL_INGEST_URL)
     env.setdefault("BETTERSTACK_SOURCE_TOKEN", LOCAL_TOKEN)
     env.setdefault("BETTERSTACK_ERRORS_INGEST_URL", env["BETTERSTACK_INGEST_URL"])
