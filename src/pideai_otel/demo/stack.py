@@ -134,6 +134,8 @@ class DemoStack:
         self.standin.close()
 
     def __enter__(self) -> DemoStack:
+        if self.urls:  # already started
+            return self
         try:
             return self.start()
         except BaseException:

@@ -1,6 +1,6 @@
 """The local Better Stack stand-in: an OTLP/HTTP ingest server backed by SQLite.
 
-It follows the contract in docs/design (betterstack-contract.md): one server hosts several
+It follows Better Stack's documented OTLP ingest contract (README, "Pointing at Better Stack"): one server hosts several
 "sources", the bearer token picks the source, 200 `{}` / 401 / 413 / 400 as Better Stack answers,
 plus loopback-only control hooks for tests (faults, stats, health) and a read-only `/query`.
 

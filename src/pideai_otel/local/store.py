@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import sqlite3
 import time
 import zlib
@@ -199,7 +200,9 @@ def any_value(value: AnyValue) -> Any:
     if which == "int_value":
         return value.int_value
     if which == "double_value":
-        return value.double_value
+        number = value.double_value
+        # JSON has no Infinity or NaN: stored as text, or one such value breaks json_extract on the table.
+        return number if math.isfinite(number) else str(number)
     if which == "bool_value":
         return value.bool_value
     if which == "array_value":
