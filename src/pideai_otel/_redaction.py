@@ -190,16 +190,34 @@ class RedactionPolicy:
         return value
 
     def redact_attributes(self, attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        """A redacted copy, or None when nothing had to change (the caller keeps the original)."""
+        """A redacted copy, or None when nothing had to change (the caller keeps the original).
+
+        The common case (a known key, a short string seen before) is inlined: this runs for every
+        attribute of every exported span and log record.
+        """
         if not attributes or not self.enabled:
             return None
-        changed = False
-        result: dict[str, Any] = {}
+        kinds, memo = self._key_kinds, self._memo
+        result: dict[str, Any] | None = None
         for key, value in attributes.items():
-            new = self.redact_value(key, value)
-            changed = changed or new is not value and new != value
-            result[key] = new
-        return result if changed else None
+            kind = kinds.get(key)
+            if kind is None:
+                kind = self._kind(key)
+            if kind == _SAFE:
+                continue
+            if kind == _TEXT and value.__class__ is str:
+                new = memo.get(value)
+                if new is None:
+                    new = self.redact_text(value)
+            elif kind == _TEXT and isinstance(value, (bool, int, float)):
+                continue
+            else:
+                new = self.redact_value(key, value)
+            if new is not value and new != value:
+                if result is None:
+                    result = dict(attributes)
+                result[key] = new
+        return result
 
 
 NO_REDACTION = RedactionPolicy(enabled=False)
