@@ -92,6 +92,10 @@ class SyncHttpOwner:
     _http: httpx.Client
     _own_http: bool
 
+    def _adopt_http(self, client: httpx.Client | None) -> None:
+        self._own_http = client is None
+        self._http = client or httpx.Client()
+
     def close(self) -> None:
         if self._own_http:
             self._http.close()
@@ -109,6 +113,10 @@ class AsyncHttpOwner:
     _http: httpx.AsyncClient
     _own_http: bool
 
+    def _adopt_http(self, client: httpx.AsyncClient | None) -> None:
+        self._own_http = client is None
+        self._http = client or httpx.AsyncClient()
+
     async def aclose(self) -> None:
         if self._own_http:
             await self._http.aclose()
@@ -118,3 +126,13 @@ class AsyncHttpOwner:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class DomainError(Exception):
+    """A failed third-party call. `error_type` is the low-cardinality reason recorded on the span."""
+
+    def __init__(self, error_type: str, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.status_code = status_code

@@ -31,6 +31,7 @@ from pideai_otel._diagnostics import guarded
 from ._common import (
     SCOPE,
     AsyncHttpOwner,
+    DomainError,
     Stopwatch,
     SyncHttpOwner,
     qualified_name,
@@ -113,7 +114,7 @@ class GeminiImage:
     text: str | None = None  # any text the model returned next to the image
 
 
-class GeminiError(Exception):
+class GeminiError(DomainError):
     """A failed Gemini call. `error_type` is the low-cardinality reason, as recorded on the span."""
 
     def __init__(
@@ -125,10 +126,7 @@ class GeminiError(Exception):
         block_reason: str | None = None,
         usage: GeminiUsage | None = None,
     ) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-        self.status_code = status_code
+        super().__init__(error_type, message, status_code=status_code)
         self.block_reason = block_reason
         self.usage = usage
 
@@ -408,8 +406,7 @@ class GeminiImageClient(_GeminiConfig, SyncHttpOwner):
 
     def __init__(self, *, http_client: httpx.Client | None = None, **config: Any) -> None:
         super().__init__(**config)
-        self._own_http = http_client is None
-        self._http = http_client or httpx.Client()
+        self._adopt_http(http_client)
 
     def generate_image(
         self,
@@ -460,8 +457,7 @@ class AsyncGeminiImageClient(_GeminiConfig, AsyncHttpOwner):
 
     def __init__(self, *, http_client: httpx.AsyncClient | None = None, **config: Any) -> None:
         super().__init__(**config)
-        self._own_http = http_client is None
-        self._http = http_client or httpx.AsyncClient()
+        self._adopt_http(http_client)
 
     async def generate_image(
         self,

@@ -27,6 +27,7 @@ from pideai_otel._diagnostics import guarded
 from ._common import (
     SCOPE,
     AsyncHttpOwner,
+    DomainError,
     Stopwatch,
     SyncHttpOwner,
     qualified_name,
@@ -218,13 +219,8 @@ class ChargeResult:
     decline_code: str | None = None
 
 
-class PaymentError(Exception):
+class PaymentError(DomainError):
     """The gateway failed (not a decline). `error_type`: HTTP status, 'timeout' or the httpx error."""
-
-    def __init__(self, error_type: str, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.status_code = status_code
 
 
 class _GatewayConfig:
@@ -299,8 +295,7 @@ class PaymentGatewayClient(_GatewayConfig, SyncHttpOwner):
 
     def __init__(self, *, http_client: httpx.Client | None = None, **config: Any) -> None:
         super().__init__(**config)
-        self._own_http = http_client is None
-        self._http = http_client or httpx.Client()
+        self._adopt_http(http_client)
 
     def charge(
         self,
@@ -330,8 +325,7 @@ class AsyncPaymentGatewayClient(_GatewayConfig, AsyncHttpOwner):
 
     def __init__(self, *, http_client: httpx.AsyncClient | None = None, **config: Any) -> None:
         super().__init__(**config)
-        self._own_http = http_client is None
-        self._http = http_client or httpx.AsyncClient()
+        self._adopt_http(http_client)
 
     async def charge(
         self,

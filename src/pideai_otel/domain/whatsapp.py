@@ -45,6 +45,7 @@ from pideai_otel._diagnostics import guarded
 from ._common import (
     SCOPE,
     AsyncHttpOwner,
+    DomainError,
     Stopwatch,
     SyncHttpOwner,
     qualified_name,
@@ -320,7 +321,7 @@ class SentMessage:
     wa_id: str | None  # the recipient's WhatsApp id, as the API returned it
 
 
-class WhatsAppError(Exception):
+class WhatsAppError(DomainError):
     """The Cloud API did not accept a message. `error_type`: Graph error code, HTTP status, or 'timeout'."""
 
     def __init__(
@@ -333,10 +334,7 @@ class WhatsAppError(Exception):
         subcode: int | None = None,
         fbtrace_id: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-        self.message = message
-        self.status_code = status_code
+        super().__init__(error_type, message, status_code=status_code)
         self.code = code
         self.subcode = subcode
         self.fbtrace_id = fbtrace_id
@@ -523,8 +521,7 @@ class WhatsAppClient(_WhatsAppConfig, SyncHttpOwner):
 
     def __init__(self, *, http_client: httpx.Client | None = None, **config: Any) -> None:
         super().__init__(**config)
-        self._own_http = http_client is None
-        self._http = http_client or httpx.Client()
+        self._adopt_http(http_client)
 
     def send_text(
         self, to: str, text: str, *, order_id: str | None = None, store_id: str | None = None, preview_url: bool = False
@@ -554,8 +551,7 @@ class AsyncWhatsAppClient(_WhatsAppConfig, AsyncHttpOwner):
 
     def __init__(self, *, http_client: httpx.AsyncClient | None = None, **config: Any) -> None:
         super().__init__(**config)
-        self._own_http = http_client is None
-        self._http = http_client or httpx.AsyncClient()
+        self._adopt_http(http_client)
 
     async def send_text(
         self, to: str, text: str, *, order_id: str | None = None, store_id: str | None = None, preview_url: bool = False
