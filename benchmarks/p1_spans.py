@@ -29,7 +29,7 @@ ATTRIBUTES: tuple[tuple[str, Any], ...] = (
     ("payment.amount", 12.5),
     ("customer.note", "leave it at the door, ring twice"),
 )
-VARIANTS = ("plain", "kit", "logfire", "logfire-span")
+VARIANTS = ("plain", "kit", "kit-no-redaction", "logfire", "logfire-span")
 
 
 # -- worker side ---------------------------------------------------------------------------------
@@ -58,16 +58,20 @@ def _setup(variant: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
         provider.add_span_processor(BatchSpanProcessor(exporter))
         tracer = provider.get_tracer("bench")
         flush: Callable[[], Any] = provider.force_flush
-    elif variant == "kit":
+    elif variant in ("kit", "kit-no-redaction"):
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
         import pideai_otel
         from benchmarks.p2_logs import counting_log_exporter
         from pideai_otel._config import resolve_settings
+        from pideai_otel._redaction import NO_REDACTION
         from pideai_otel._setup import _init
 
         settings = resolve_settings({"service_name": "bench"}, environ={})  # defaults, as init_telemetry builds it
-        handle = _init(settings, span_exporter=exporter, log_exporter=counting_log_exporter(), metric_reader=InMemoryMetricReader())
+        handle = _init(
+            settings, policy=NO_REDACTION if variant == "kit-no-redaction" else None,
+            span_exporter=exporter, log_exporter=counting_log_exporter(), metric_reader=InMemoryMetricReader(),
+        )  # fmt: skip
         assert handle.tracer_provider is not None
         tracer = handle.tracer_provider.get_tracer("bench")
         flush = handle.tracer_provider.force_flush

@@ -33,7 +33,7 @@ EXTRA: dict[str, Any] = {
     "delivery.zone": "centro",
     "promo.codes": ["SPRING", "FREESHIP"],
 }
-VARIANTS = ("sdk-handler", "contrib-handler", "kit", "logfire")
+VARIANTS = ("sdk-handler", "contrib-handler", "kit", "kit-no-redaction", "logfire")
 
 
 def counting_log_exporter() -> Any:
@@ -89,16 +89,20 @@ def _setup(variant: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
         provider = _sdk_pipeline(exporter)
         root.addHandler(ContribHandler(logger_provider=provider, log_code_attributes=True))
         flush = provider.force_flush
-    elif variant == "kit":
+    elif variant in ("kit", "kit-no-redaction"):
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
         import pideai_otel
         from benchmarks.p1_spans import _counting_exporter
         from pideai_otel._config import resolve_settings
+        from pideai_otel._redaction import NO_REDACTION
         from pideai_otel._setup import _init
 
         settings = resolve_settings({"service_name": "bench"}, environ={})  # defaults, as init_telemetry builds it
-        handle = _init(settings, span_exporter=_counting_exporter(), log_exporter=exporter, metric_reader=InMemoryMetricReader())
+        handle = _init(
+            settings, policy=NO_REDACTION if variant == "kit-no-redaction" else None,
+            span_exporter=_counting_exporter(), log_exporter=exporter, metric_reader=InMemoryMetricReader(),
+        )  # fmt: skip
         flush = handle.flush
         pideai_otel.tenant_context(store_id="store-lima", user_id="user-42").__enter__()
     elif variant == "logfire":
@@ -181,7 +185,10 @@ def run(quick: bool, log: Any) -> Result:
     }
     result.data = {"n_per_round": n, "rounds": rounds, "median": summary, "raw": rounds_by_variant}
     base = summary["sdk-handler"]
-    shown = {"kit": ("caller_cpu_us", "caller_us", "total_us", "cpu_us")}
+    shown = {
+        "kit": ("caller_cpu_us", "caller_us", "total_us", "cpu_us"),
+        "kit-no-redaction": ("caller_cpu_us", "total_us", "cpu_us"),
+    }
     labels = {"caller_cpu_us": "caller-thread CPU", "caller_us": "caller wall", "total_us": "wall incl. flush", "cpu_us": "process CPU"}
     for name in (v for v in summary if v != "sdk-handler"):
         mine = summary[name]
