@@ -86,6 +86,22 @@ def guarded(key: str) -> Callable[[_F], _F]:
     return decorate
 
 
+_MUTE_SECONDS = 60.0
+
+
+def _mute(logger_name: str) -> None:
+    """Silence one SDK logger's warnings for a while.
+
+    With the collector down the batch processors warn once per dropped item, on the app's thread:
+    even rate-limited, each call costs the app tens of microseconds.
+    """
+    logger = logging.getLogger(logger_name)
+    logger.setLevel(logging.ERROR)
+    timer = threading.Timer(_MUTE_SECONDS, logger.setLevel, args=(logging.NOTSET,))
+    timer.daemon = True
+    timer.start()
+
+
 class _StderrHandler(logging.Handler):
     """Receives the OpenTelemetry SDK's own log records (exporter failures and the like)."""
 
@@ -94,6 +110,11 @@ class _StderrHandler(logging.Handler):
             message = record.getMessage()
         except Exception:  # a malformed SDK log call must not escape either
             message = str(record.msg)
+        if "Queue full" in message or "queue is full" in message.lower():
+            _mute(record.name)
+            report(f"{record.name}:queue-full", f"telemetry queue full, dropping records ({message}); "
+                   f"drop warnings muted for {_MUTE_SECONDS:.0f} s")
+            return
         if record.exc_info and record.exc_info[1] is not None:
             message = f"{message}: {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
         report(f"{record.name}:{record.levelname}", f"{record.levelname.lower()} [{record.name}] {message}")

@@ -199,7 +199,9 @@ class RedactionPolicy:
             return None
         kinds, memo = self._key_kinds, self._memo
         result: dict[str, Any] | None = None
-        for key, value in attributes.items():
+        # .copy() on the SDK's attribute view is one locked copy; iterating it takes the lock per item.
+        items = attributes.copy() if hasattr(attributes, "copy") else attributes
+        for key, value in items.items():
             kind = kinds.get(key)
             if kind is None:
                 kind = self._kind(key)
