@@ -188,9 +188,6 @@ class BridgeHandler(logging.Handler):
         self._wake.set()
         self._worker.join(timeout=max(0.0, timeout))
 
-    def close(self) -> None:
-        super().close()
-
     def _after_fork(self) -> None:
         # The parent's queued records are the parent's to export; the child starts empty.
         if self._stopped:

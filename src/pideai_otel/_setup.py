@@ -20,21 +20,39 @@ from typing import Any, Generic, TypeVar
 from opentelemetry import _logs, metrics, propagate, trace
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordLimits, LogRecordProcessor
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    LogRecordExporter,
+    LogRecordExportResult,
+)
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanLimits, SpanProcessor, TracerProvider, sampling
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.version import __version__ as _sdk_version
 
 from . import _diagnostics
+from ._cardinality import metric_views as cardinality_guard
 from ._config import ConfigError, Settings, resolve_settings
 from ._logging import BridgeHandler
-from ._values import MAX_ATTRIBUTE_LENGTH
-from ._redaction import NO_REDACTION, RedactingLogExporter, RedactingSpanExporter, RedactionPolicy
+from ._redaction import (
+    NO_REDACTION,
+    RedactingLogExporter,
+    RedactingSpanExporter,
+    RedactionPolicy,
+)
 from ._tenant import (
     GuardedBaggagePropagator,
     HostAllowlist,
@@ -42,6 +60,7 @@ from ._tenant import (
     TenantSpanProcessor,
     suppress_baggage_for_next_injection,
 )
+from ._values import MAX_ATTRIBUTE_LENGTH
 
 __all__ = ["init_telemetry", "Telemetry", "TelemetryShutdownError"]
 
@@ -117,8 +136,12 @@ def _otlp_factories(settings: Settings) -> tuple[Callable[[], SpanExporter], Cal
     timeout = settings.export_timeout
     if settings.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter,
+        )
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         insecure = settings.endpoint.startswith("http://")
         return (
@@ -126,9 +149,15 @@ def _otlp_factories(settings: Settings) -> tuple[Callable[[], SpanExporter], Cal
             lambda: OTLPLogExporter(endpoint=settings.endpoint, insecure=insecure, timeout=timeout),
             lambda: OTLPMetricExporter(endpoint=settings.endpoint, insecure=insecure, timeout=timeout),
         )
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HTTPLogExporter
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPSpanExporter
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
+        OTLPLogExporter as HTTPLogExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HTTPMetricExporter,
+    )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
 
     base = settings.endpoint
     return (
@@ -390,8 +419,6 @@ def _init(
             export_timeout_millis=settings.export_timeout * 1000,
         )
         if metric_views is None:
-            from .domain.metrics import metric_views as cardinality_guard
-
             metric_views = cardinality_guard()
         meter_provider = MeterProvider(resource=resource, metric_readers=[reader], views=list(metric_views), shutdown_on_exit=False)
 
@@ -432,13 +459,6 @@ def _instrument_httpx(tracer_provider: TracerProvider, allowlist: HostAllowlist)
 
 
 def _host_of(url: Any) -> str | None:
-    if isinstance(url, tuple) and len(url) >= 2:  # httpcore's raw (scheme, host, port, target)
-        url = type("_U", (), {"host": url[1]})()
-    host = getattr(url, "host", None)
-    if isinstance(host, bytes):
-        return host.decode("ascii", "replace")
-    if host is not None:
-        return str(host)
-    from urllib.parse import urlsplit
-
-    return urlsplit(str(url)).hostname
+    """The host of a request hook's URL: an httpx.URL, or httpcore's raw (scheme, host, port, target)."""
+    host = url[1] if isinstance(url, tuple) else getattr(url, "host", None)
+    return host.decode("ascii", "replace") if isinstance(host, bytes) else host

@@ -43,14 +43,12 @@ def clip(text: str, limit: int = MAX_ATTRIBUTE_LENGTH) -> str:
     return text if len(text) <= limit else text[: limit - 14] + "...[truncated]"
 
 
-_clip = clip
-
 
 def to_attribute_value(value: Any) -> str | bool | int | float | tuple[Any, ...]:
     if isinstance(value, _PRIMITIVES):
         if isinstance(value, int) and not isinstance(value, bool) and value not in _INT64:
             return str(value)  # OTLP ints are 64-bit
-        return _clip(value) if isinstance(value, str) else value
+        return clip(value) if isinstance(value, str) else value
     if value is None:
         return "null"
     if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)) and value:
@@ -63,11 +61,11 @@ def to_attribute_value(value: Any) -> str | bool | int | float | tuple[Any, ...]
             elif kind is not int or all(item in _INT64 for item in value):
                 return tuple(value)
     if not (isinstance(value, (Mapping, list, tuple, set, frozenset)) or dataclasses.is_dataclass(value)):
-        return _clip(_safe_repr(value))
+        return clip(_safe_repr(value))
     try:
-        return _clip(json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":")))
+        return clip(json.dumps(value, default=_json_default, ensure_ascii=False, separators=(",", ":")))
     except Exception:  # circular data, keys json cannot use...: fall back to the repr
-        return _clip(_safe_repr(value))
+        return clip(_safe_repr(value))
 
 
 def to_attributes(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import Counter, Histogram, MeterProvider
-from opentelemetry.sdk.metrics.view import View
+
+from pideai_otel._cardinality import FORBIDDEN_METRIC_KEYS, metric_views
 
 from ._common import SCOPE
 
@@ -38,10 +39,6 @@ __all__ = [
     "metric_views",
 ]
 
-# Unbounded identifiers: never a metric attribute.
-FORBIDDEN_METRIC_KEYS: frozenset[str] = frozenset(
-    {"user_id", "order_id", "session_id", "request_id", "enduser.id", "messaging.message.id"}
-)
 
 IMAGES_GENERATED = "pideai.ai.images_generated"
 AI_GENERATION_DURATION = "pideai.ai.generation.duration"
@@ -165,34 +162,3 @@ def count_http_request(
             "http.response.status_code": status_code,
         },
     )
-
-
-class _AllKeysExcept:
-    """Stands in for View(attribute_keys=...): holds every key except the forbidden ones.
-
-    The SDK's View only takes an allowlist, applied as `key in attribute_keys`; this object answers
-    that test as a denylist, so one wildcard View can guard every instrument without knowing its
-    keys. tests/test_domain_metrics.py pins this behaviour against the installed SDK.
-    """
-
-    __slots__ = ("_denied",)
-
-    def __init__(self, denied: frozenset[str]) -> None:
-        self._denied = denied
-
-    def __contains__(self, key: object) -> bool:
-        return key not in self._denied
-
-    def __repr__(self) -> str:
-        return f"<all attribute keys except {sorted(self._denied)}>"
-
-
-def metric_views(denied: Sequence[str] = tuple(FORBIDDEN_METRIC_KEYS)) -> list[View]:
-    """SDK Views that strip the forbidden keys from every instrument's attributes.
-
-    One wildcard View matches all instruments. The SDK makes one stream per matching View, so any
-    other View the kit installs would add a second, unguarded stream for the instruments it
-    matches: install these alone (bucket choices travel as instrument advice instead).
-    """
-    keys = cast(set[str], _AllKeysExcept(frozenset(denied)))
-    return [View(instrument_name="*", attribute_keys=keys)]
